@@ -1,0 +1,90 @@
+"""What every script shares: the one error type a user can fix, and how main() runs.
+
+A script builds its parser with `parser()`, and hands its `main(config, args)` to
+`run()`. `run()` reads the configuration once, sets up logging, and turns a
+`UserError` into one line on stderr and an exit code; tracebacks only with -v.
+"""
+import argparse
+import logging
+import sys
+import traceback
+
+log = logging.getLogger("sparkify")
+
+
+class UserError(Exception):
+    """An error the user can fix. The message is what they will read."""
+
+    def __init__(self, message, exit_code=1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def parser(description):
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", metavar="PATH",
+                   help="configuration file (default: $DWH_CONFIG, else ./dwh.cfg if present, "
+                        "else the embedded PostgreSQL and the bundled sample)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="debug logging, and a traceback with any error")
+    return p
+
+
+def setup_logging(verbose):
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    # Third-party loggers are noisy at INFO; only our own progress is shown.
+    for name in ("pgserver", "botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def run(main, arg_parser, argv=None):
+    """Parse arguments, load the configuration, call main(config, args); return an exit code."""
+    from config import load_config  # late import: config imports UserError from here
+
+    args = arg_parser.parse_args(argv)
+    setup_logging(args.verbose)
+    prog = arg_parser.prog
+    config = None
+    try:
+        config = load_config(args.config)
+        return main(config, args) or 0
+    except UserError as e:
+        return _fail(prog, str(e), e.exit_code, args.verbose, config)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; nothing was committed by the step that was running",
+              file=sys.stderr)
+        return 130
+    except Exception as e:  # anything else is our bug or the database's: still one line
+        first = (str(e).strip().splitlines() or [""])[0]
+        msg = f"unexpected {type(e).__name__}: {first}"
+        if not args.verbose:
+            msg += " (run with -v for the traceback)"
+        return _fail(prog, msg, 1, args.verbose, config)
+
+
+def _fail(prog, message, code, verbose, config):
+    if verbose:
+        traceback.print_exc()
+    print(f"{prog}: error: {mask_secrets(message, config)}", file=sys.stderr)
+    return code
+
+
+def mask_secrets(text, config):
+    """Replace every secret the configuration holds with *** (defence in depth)."""
+    for secret in (config.secrets() if config is not None else ()):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def main_entry(main, description, add_arguments=None):
+    """`if __name__ == "__main__": sys.exit(main_entry(main, __doc__))`"""
+    p = parser(description)
+    if add_arguments:
+        add_arguments(p)
+    return run(main, p)

@@ -1,0 +1,272 @@
+"""Reads dwh.cfg once, validates it, and returns a small typed Config.
+
+Where the file comes from: --config PATH, else $DWH_CONFIG, else ./dwh.cfg if it
+exists, else built-in defaults (the embedded PostgreSQL and the bundled sample).
+A course-style dwh.cfg works unchanged: keys are case-insensitive and values may
+be wrapped in quotes. Secrets never appear in repr() or in any message.
+"""
+import configparser
+import logging
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cli import UserError
+
+log = logging.getLogger("sparkify")
+
+ROOT = Path(__file__).resolve().parent
+ENGINES = ("postgres", "redshift")
+REDSHIFT_HOST = re.compile(r"\.redshift(-serverless)?\.amazonaws\.com(\.cn)?$", re.I)
+
+SECRET_KEYS = (("CLUSTER", "db_password"), ("DWH", "dwh_db_password"), ("AWS", "secret"))
+
+# Shapes of the values that end up inside Redshift SQL or IAM policies.
+S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[A-Za-z0-9!\-_.*()/=+,@ ]*)?$")
+ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[A-Za-z0-9+=,.@_\-/]{1,512}$")
+REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """[DWH]: what setup_cluster.py creates."""
+    identifier: str = "dwhCluster"
+    cluster_type: str = "multi-node"
+    num_nodes: int = 4
+    node_type: str = "dc2.large"
+    iam_role_name: str = "dwhRole"
+    db_name: str = "dwh"
+    db_user: str = "dwhuser"
+    port: int = 5439
+    publicly_accessible: bool = False
+    allowed_cidr: str = ""
+    security_group_id: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None = None
+    engine: str = "postgres"          # postgres | redshift: decides the SQL dialect
+    embedded: bool = True             # no HOST: the embedded PostgreSQL under data_dir
+    host: str = ""
+    port: int = 5432
+    db_name: str = "postgres"
+    db_user: str = "postgres"
+    db_password: str = field(default="", repr=False)
+    data_dir: Path = ROOT / ".dwh" / "pgdata"
+    song_data: str = str(ROOT / "data" / "song_data")
+    log_data: str = str(ROOT / "data" / "log_data")
+    log_jsonpath: str = "auto"
+    iam_role_arn: str = ""
+    region: str = ""
+    aws_key: str = field(default="", repr=False)
+    aws_secret: str = field(default="", repr=False)
+    max_errors: int = 0
+    workers: int = 0                  # 0: one per CPU core
+    cluster: Cluster = Cluster()
+
+    def secrets(self):
+        return tuple(s for s in (self.db_password, self.aws_secret) if s)
+
+    def describe(self):
+        """Where the warehouse is, for messages (never with the password)."""
+        if self.embedded:
+            return f"embedded PostgreSQL at {self.data_dir}"
+        return f"{self.engine} at {self.db_user}@{self.host}:{self.port}/{self.db_name}"
+
+
+def find_config_file(explicit=None):
+    """--config, else $DWH_CONFIG, else ./dwh.cfg if present, else None (defaults)."""
+    if explicit:
+        return Path(explicit), True
+    if os.environ.get("DWH_CONFIG"):
+        return Path(os.environ["DWH_CONFIG"]), True
+    if Path("dwh.cfg").is_file():
+        return Path("dwh.cfg"), False
+    return None, False
+
+
+def read_ini(path):
+    """Parse an ini file into {SECTION: {key: value}} with quotes stripped; errors name file and line."""
+    p = configparser.ConfigParser(interpolation=None, strict=True)
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            p.read_file(f, source=str(path))
+    except FileNotFoundError:
+        raise UserError(f"{path}: configuration file not found")
+    except (PermissionError, IsADirectoryError) as e:
+        raise UserError(f"{path}: cannot read configuration file ({e.strerror})")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})")
+    except configparser.Error as e:
+        raise UserError(f"{path}: {_ini_error(e)}")
+    sections = {}
+    for name in p.sections():
+        merged = sections.setdefault(name.strip().upper(), {})
+        for key, value in p.items(name):
+            merged[key.lower()] = unquote(value)
+    return sections
+
+
+def _ini_error(e):
+    if isinstance(e, configparser.MissingSectionHeaderError):
+        return f"line {e.lineno}: expected a [SECTION] header before {e.line.strip()!r}"
+    if isinstance(e, configparser.DuplicateOptionError):
+        return f"line {e.lineno}: key {e.option!r} appears twice in [{e.section}]"
+    if isinstance(e, configparser.DuplicateSectionError):
+        return f"line {e.lineno}: section [{e.section}] appears twice"
+    if isinstance(e, configparser.ParsingError):
+        lineno, line = e.errors[0]
+        return f"line {lineno}: cannot parse {line.strip()!r} (expected KEY = value)"
+    return str(e).splitlines()[0]
+
+
+def unquote(value):
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1].strip()
+    return value
+
+
+def load_config(explicit=None, environ=None):
+    """The one reader every script uses. Returns a validated Config."""
+    environ = os.environ if environ is None else environ
+    path, named = find_config_file(explicit)
+    if path is None:
+        return Config(db_password=environ.get("DWH_DB_PASSWORD", ""))
+    if named and not path.exists():
+        raise UserError(f"{path}: configuration file not found")
+    sections = read_ini(path)
+    cfg = build_config(sections, path, environ)
+    if any(sections.get(s, {}).get(k) for s, k in SECRET_KEYS):
+        warn_if_readable(path)
+    return cfg
+
+
+def build_config(sections, path, environ):
+    get = _getter(sections, path)
+    base = path.resolve().parent
+    host = get("CLUSTER", "host")
+    engine = get("CLUSTER", "engine").lower() or ("redshift" if REDSHIFT_HOST.search(host) else "postgres")
+    if engine not in ENGINES:
+        raise UserError(f"{path}: [CLUSTER] ENGINE must be one of {', '.join(ENGINES)}, not {engine!r}")
+    embedded = not host
+    if embedded and engine == "redshift":
+        raise UserError(f"{path}: [CLUSTER] HOST is empty; run setup_cluster.py first, "
+                        "or set HOST to your Redshift endpoint")
+    defaults = Config()
+
+    def source(key, default):
+        value = get("S3", key)
+        if value.startswith("s3://"):
+            return check_s3_uri(value, f"[S3] {key.upper()}", path)
+        if engine == "redshift":
+            raise UserError(f"{path}: [S3] {key.upper()} must be an s3:// URI for Redshift, "
+                            + (f"not {value!r}" if value else "and is empty"))
+        return str((base / value).resolve()) if value else default  # relative to the cfg file
+
+    cfg = Config(
+        path=path,
+        engine=engine,
+        embedded=embedded,
+        host=host,
+        port=get_int(get, "CLUSTER", "db_port", 5439 if engine == "redshift" else 5432, 1, 65535),
+        db_name=get("CLUSTER", "db_name") or ("dev" if engine == "redshift" else "postgres"),
+        db_user=get("CLUSTER", "db_user") or ("awsuser" if engine == "redshift" else "postgres"),
+        db_password=(environ.get("DWH_DB_PASSWORD") or get("CLUSTER", "db_password")
+                     or get("DWH", "dwh_db_password")),
+        data_dir=(base / get("LOCAL", "data_dir")).resolve() if get("LOCAL", "data_dir") else defaults.data_dir,
+        song_data=source("song_data", defaults.song_data),
+        log_data=source("log_data", defaults.log_data),
+        log_jsonpath=_jsonpath(get("S3", "log_jsonpath"), path),
+        iam_role_arn=_optional(get("IAM_ROLE", "arn"), ROLE_ARN, "[IAM_ROLE] ARN",
+                               "arn:aws:iam::<12 digits>:role/<name>", path),
+        region=_optional(get("AWS", "region"), REGION, "[AWS] REGION", "a region name like us-west-2", path),
+        aws_key=get("AWS", "key"),
+        aws_secret=get("AWS", "secret"),
+        max_errors=get_int(get, "ETL", "max_errors", 0, 0, 10**9),
+        workers=get_int(get, "ETL", "workers", 0, 0, 64),
+        cluster=build_cluster(get, path),
+    )
+    if engine == "redshift" and not cfg.iam_role_arn:
+        raise UserError(f"{path}: [IAM_ROLE] ARN is empty; Redshift needs it to COPY from S3 "
+                        "(setup_cluster.py writes it)")
+    return cfg
+
+
+def build_cluster(get, path):
+    d = Cluster()
+    return Cluster(
+        identifier=get("DWH", "dwh_cluster_identifier") or d.identifier,
+        cluster_type=get("DWH", "dwh_cluster_type") or d.cluster_type,
+        num_nodes=get_int(get, "DWH", "dwh_num_nodes", d.num_nodes, 1, 128),
+        node_type=get("DWH", "dwh_node_type") or d.node_type,
+        iam_role_name=get("DWH", "dwh_iam_role_name") or d.iam_role_name,
+        db_name=get("DWH", "dwh_db") or get("CLUSTER", "db_name") or d.db_name,
+        db_user=get("DWH", "dwh_db_user") or get("CLUSTER", "db_user") or d.db_user,
+        port=get_int(get, "DWH", "dwh_port", 0, 1150, 65535) or get_int(get, "CLUSTER", "db_port", d.port, 1, 65535),
+        publicly_accessible=get_bool(get, "DWH", "dwh_publicly_accessible", False),
+        allowed_cidr=get("CLUSTER", "allowed_cidr"),
+        security_group_id=get("DWH", "dwh_security_group_id"),
+    )
+
+
+def _getter(sections, path):
+    def get(section, key):
+        return sections.get(section, {}).get(key, "")
+    return get
+
+
+def get_int(get, section, key, default, lo, hi):
+    raw = get(section, key)
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UserError(f"[{section}] {key.upper()} must be a whole number, not {raw!r}")
+    if not lo <= value <= hi:
+        raise UserError(f"[{section}] {key.upper()} must be between {lo} and {hi}, not {value}")
+    return value
+
+
+def get_bool(get, section, key, default):
+    raw = get(section, key).lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise UserError(f"[{section}] {key.upper()} must be true or false, not {raw!r}")
+
+
+def check_s3_uri(value, what, path=None):
+    if not S3_URI.match(value):
+        where = f"{path}: " if path else ""
+        raise UserError(f"{where}{what} is not a valid s3://bucket/prefix URI: {value!r}")
+    return value
+
+
+def _optional(value, shape, what, expected, path):
+    if value and not shape.match(value):
+        raise UserError(f"{path}: {what} must be {expected}, not {value!r}")
+    return value
+
+
+def _jsonpath(value, path):
+    if not value or value.lower() == "auto":
+        return "auto"
+    return check_s3_uri(value, "[S3] LOG_JSONPATH", path)
+
+
+def warn_if_readable(path):
+    """A file holding a secret should be readable by its owner only."""
+    if os.name != "posix":
+        return
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("warning: %s holds a password or secret and is readable by others; "
+                    "fix with: chmod 600 %s", path, path)

@@ -1,0 +1,48 @@
+"""Drop and recreate every table of the warehouse (staging, star, load_errors)."""
+import contextlib
+import logging
+import sys
+
+import db
+import sql_queries
+from cli import main_entry
+
+log = logging.getLogger("sparkify")
+
+
+def drop_tables(conn):
+    """Drop every table that exists; return their names."""
+    existing = [t for t in sql_queries.TABLES if t not in db.missing_tables(conn)]
+    with conn.cursor() as cur:
+        for q in sql_queries.drop_table_queries:
+            cur.execute(q)
+    return existing
+
+
+def create_tables(conn, engine):
+    """Create every table (and index) for the engine; return how many statements ran."""
+    with conn.cursor() as cur:
+        for q in sql_queries.create_table_queries[engine]:
+            cur.execute(q)
+    return len(sql_queries.create_table_queries[engine])
+
+
+def reset_warehouse(cfg, conn):
+    """Drop and create in one transaction, while no etl.py run is loading (PostgreSQL)."""
+    lock = db.etl_lock(conn) if cfg.engine == "postgres" else contextlib.nullcontext()
+    with lock:
+        dropped = drop_tables(conn)
+        create_tables(conn, cfg.engine)
+        conn.commit()
+    return dropped
+
+
+def main(cfg, args):
+    with db.connection(cfg) as conn:
+        dropped = reset_warehouse(cfg, conn)
+    print(f"{cfg.describe()}: dropped {len(dropped)} existing tables, "
+          f"created {len(sql_queries.TABLES)}: {', '.join(sql_queries.TABLES)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main_entry(main, __doc__))

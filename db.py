@@ -1,0 +1,130 @@
+"""Connections: the embedded PostgreSQL (pgserver) or a server named in [CLUSTER].
+
+The embedded server listens on a unix socket inside its data directory and on no
+network interface. It starts with the first script that needs it and stops when
+the last one using it exits.
+"""
+import contextlib
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import psycopg2
+
+import sql_queries
+from cli import UserError, mask_secrets
+
+log = logging.getLogger("sparkify")
+
+LOCK_KEY = 0x5350524B  # 'SPRK': one ETL run per warehouse at a time
+
+
+def embedded_uri(data_dir):
+    """Start (or join) the embedded server under data_dir; return its connection URI."""
+    data_dir = Path(data_dir)
+    try:
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            import pgserver
+            _forget_dead_handles(data_dir)
+            server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    except OSError as e:
+        raise UserError(f"cannot create the embedded database in {data_dir}: {e.strerror or e}")
+    except Exception as e:
+        raise UserError(f"the embedded PostgreSQL in {data_dir} did not start ({type(e).__name__}); "
+                        f"its log is {data_dir / 'log'}")
+    return server.get_uri()
+
+
+def _forget_dead_handles(data_dir):
+    """pgserver stops the server when the last process using it exits; a process killed with
+    SIGKILL never says goodbye, so drop the pids of processes that are gone."""
+    handles = data_dir / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [p for p in pids if _alive(p)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def connect(cfg, autocommit=False):
+    """A psycopg2 connection to the configured warehouse. Errors name the server, never the password."""
+    try:
+        if cfg.embedded:
+            conn = psycopg2.connect(embedded_uri(cfg.data_dir), application_name="sparkify")
+        else:
+            conn = psycopg2.connect(
+                host=cfg.host, port=cfg.port, dbname=cfg.db_name, user=cfg.db_user,
+                password=cfg.db_password, connect_timeout=10, application_name="sparkify",
+                sslmode="require" if cfg.engine == "redshift" else "prefer")
+    except psycopg2.OperationalError as e:
+        reason = mask_secrets(" ".join(str(e).split()), cfg)
+        raise UserError(f"cannot connect to {cfg.describe()}: {reason}")
+    conn.autocommit = autocommit
+    return conn
+
+
+@contextlib.contextmanager
+def connection(cfg, autocommit=False):
+    conn = connect(cfg, autocommit)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def missing_tables(conn, tables=sql_queries.TABLES):
+    with conn.cursor() as cur:
+        cur.execute(sql_queries.existing_tables, (tuple(tables),))
+        found = {r[0] for r in cur.fetchall()}
+    conn.rollback() if not conn.autocommit else None
+    return [t for t in tables if t not in found]
+
+
+def require_tables(conn, tables=sql_queries.TABLES):
+    missing = missing_tables(conn, tables)
+    if missing:
+        raise UserError(f"table {missing[0]} does not exist; run create_tables.py first", exit_code=2)
+
+
+def row_counts(conn, tables):
+    with conn.cursor() as cur:
+        counts = {}
+        for t in tables:
+            cur.execute(sql_queries.count_rows.format(table=t))
+            counts[t] = cur.fetchone()[0]
+    return counts
+
+
+@contextlib.contextmanager
+def etl_lock(conn, wait=True):
+    """Hold the warehouse's ETL lock (PostgreSQL advisory lock) for the duration of a run."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+        if not cur.fetchone()[0]:
+            if not wait:
+                raise UserError("another etl.py run is loading this warehouse; "
+                                "try again when it has finished (or use --wait)", exit_code=3)
+            log.info("another etl.py run is loading this warehouse; waiting for it to finish")
+            cur.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))

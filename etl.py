@@ -1,0 +1,160 @@
+"""Load the Sparkify warehouse: the source files into staging, then the star tables
+(songplays, users, songs, artists, time) in one transaction, then a summary.
+
+Running it again over the same input changes nothing; a later batch of logs adds its
+plays and moves users to their newest level. Bad records are set aside in load_errors
+(up to --max-errors of them); past that nothing in the star tables changes.
+"""
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import psycopg2
+
+import db
+import sql_queries
+import staging
+from cli import UserError, main_entry
+
+log = logging.getLogger("sparkify")
+
+
+@dataclass
+class EtlResult:
+    run_id: str
+    staged: list = field(default_factory=list)      # [staging.StagingResult]
+    before: dict = field(default_factory=dict)      # star table -> rows before the run
+    after: dict = field(default_factory=dict)       # every table -> rows after the run
+    steps: dict = field(default_factory=dict)       # step -> seconds
+
+
+def new_run_id():
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}"
+
+
+def find_sources(cfg, s3=None):
+    """Every source file, listed before anything changes: a missing or empty source stops here."""
+    if any(loc.startswith("s3://") for loc in (cfg.song_data, cfg.log_data)) and s3 is None:
+        s3 = staging.s3_client(cfg)
+    return {source: staging.discover(getattr(cfg, source), f"[S3] {source.upper()}", s3)
+            for source in staging.SOURCES}, s3
+
+
+def load_staging(cfg, conn, sources, run_id, s3=None):
+    """Empty the staging tables and stream every source into them; return StagingResults."""
+    with conn.cursor() as cur:
+        for q in sql_queries.clear_staging["postgres"]:
+            cur.execute(q)
+    conn.commit()
+    results = []
+    for source, files in sources.items():
+        log.info("staging %s: %d files", staging.SOURCES[source][0], len(files))
+        results.append(staging.load_source(cfg, source, files, run_id, s3))
+    with conn.cursor() as cur:
+        cur.execute("ANALYZE staging_events, staging_songs")  # the transform's plans need row counts
+    conn.commit()
+    return results
+
+
+def check_set_aside(conn, staged, run_id, max_errors):
+    """Stop, changing no star table, when more records were set aside than allowed."""
+    total = sum(r.rejected for r in staged)
+    if total <= max_errors:
+        return total
+    with conn.cursor() as cur:
+        cur.execute(sql_queries.load_errors_first, (run_id, 10))
+        first = cur.fetchall()
+    conn.rollback()
+    lines = "\n".join(f"  {file}:{line}: {reason}" for file, line, reason in first)
+    raise UserError(f"{total} bad records, more than the {max_errors} allowed (--max-errors); "
+                    f"no star table was changed. First {len(first)}:\n{lines}\n"
+                    f"All of them: SELECT * FROM load_errors WHERE run_id = '{run_id}'")
+
+
+def insert_star_tables(conn):
+    """Staging -> star tables and the checks, in one transaction; return (before, after, seconds)."""
+    started = time.monotonic()
+    before = db.row_counts(conn, sql_queries.STAR_TABLES)
+    with conn.cursor() as cur:
+        for q in sql_queries.insert_table_queries:
+            cur.execute(q)
+    transform = time.monotonic() - started
+    check_star_tables(conn)
+    after = db.row_counts(conn, sql_queries.TABLES)
+    conn.commit()
+    return before, after, {"star tables": transform, "checks": time.monotonic() - started - transform}
+
+
+def check_star_tables(conn):
+    """Each check counts rows that must not exist; any found rolls the whole transform back."""
+    with conn.cursor() as cur:
+        for name, q in sql_queries.check_queries:
+            cur.execute(q)
+            bad = cur.fetchone()[0]
+            if bad:
+                raise UserError(f"check failed: {bad} {name}; nothing was committed")
+
+
+def run_etl(cfg, max_errors=None, wait=True, s3=None):
+    """The whole load on PostgreSQL. Returns an EtlResult."""
+    max_errors = cfg.max_errors if max_errors is None else max_errors
+    result = EtlResult(new_run_id())
+    started = time.monotonic()
+    with db.connection(cfg) as conn:
+        db.require_tables(conn)
+        with db.etl_lock(conn, wait):
+            sources, s3 = find_sources(cfg, s3)
+            result.staged = load_staging(cfg, conn, sources, result.run_id, s3)
+            for r in result.staged:
+                result.steps[f"staging {staging.SOURCES[r.source][0]}"] = r.seconds
+            check_set_aside(conn, result.staged, result.run_id, max_errors)
+            result.before, result.after, seconds = insert_star_tables(conn)
+            result.steps.update(seconds)
+    result.steps["total"] = time.monotonic() - started
+    return result
+
+
+def run_redshift(cfg):
+    """The whole load on Redshift, one transaction: COPY from S3 into staging, then the star."""
+    import redshift
+    return redshift.run_etl(cfg)
+
+
+def summary(result):
+    """The run as two aligned tables: steps with seconds, tables with rows."""
+    out = [f"run {result.run_id}", "", f"{'step':<16}{'seconds':>9}  notes"]
+    notes = {f"staging {staging.SOURCES[r.source][0]}":
+             f"{r.files} files, {r.loaded:,} records loaded, {r.rejected:,} set aside"
+             for r in result.staged}
+    for step, seconds in result.steps.items():
+        out.append(f"{step:<16}{seconds:>9.2f}  {notes.get(step, '')}".rstrip())
+    out += ["", f"{'table':<16}{'rows':>10}{'added':>10}"]
+    for table in sql_queries.TABLES:
+        if table in result.after:
+            added = (f"{result.after[table] - result.before[table]:+,}"
+                     if table in result.before else "")
+            out.append(f"{table:<16}{result.after[table]:>10,}{added:>10}")
+    return "\n".join(out)
+
+
+def main(cfg, args):
+    if cfg.engine == "redshift":
+        result = run_redshift(cfg)
+    else:
+        result = run_etl(cfg, args.max_errors, wait=not args.no_wait)
+    print(summary(result))
+
+
+def add_arguments(p):
+    p.add_argument("--max-errors", type=int, metavar="N", default=None,
+                   help="set aside up to N bad records and load the rest "
+                        "(default: [ETL] MAX_ERRORS, else 0)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="if another etl.py is loading this warehouse, stop instead of waiting")
+
+
+if __name__ == "__main__":
+    sys.exit(main_entry(main, __doc__.split("\n\n")[0], add_arguments))

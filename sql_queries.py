@@ -1,0 +1,449 @@
+"""Every SQL statement of the warehouse, for both engines.
+
+Read top to bottom it is the schema: staging tables (the raw fields), the star
+(songplays fact; users, songs, artists, time dimensions), how staging is filled
+(PostgreSQL: streamed COPY FROM STDIN and one set-based cast; Redshift: COPY from
+S3), and the transform, which is one text for both engines.
+
+The scripts iterate the lists at the bottom: drop_table_queries,
+create_table_queries[engine], insert_table_queries, check_queries, and for
+Redshift copy_table_queries(config).
+"""
+import re
+
+from cli import UserError
+from config import REGION, ROLE_ARN, S3_URI
+
+TABLES = ("staging_events", "staging_songs", "songplays", "users", "songs", "artists", "time",
+          "load_errors")
+STAR_TABLES = ("songplays", "users", "songs", "artists", "time")
+
+# --- Engine differences, side by side. Everything not named here is one text. -------------
+DIALECT = {
+    "postgres": {
+        "staging": "UNLOGGED TABLE",   # scratch, refilled every run: no need to write it twice (WAL)
+        "identity": "BIGINT GENERATED ALWAYS AS IDENTITY",
+        "all": "",
+        "by_time": "",
+        "by_song": "",
+    },
+    "redshift": {
+        "staging": "TABLE",
+        "identity": "BIGINT IDENTITY(0,1)",
+        "all": "DISTSTYLE ALL",        # small dimension: a full copy on every node, joins never redistribute
+        # songplays and time share the distribution key start_time, so their join is node-local,
+        # and sorting on it lets time-range queries skip blocks.
+        "by_time": "DISTKEY(start_time) SORTKEY(start_time)",
+        "by_song": "SORTKEY(song_id)",
+    },
+}
+
+# --- Staging: the raw fields, in file order. (column, JSON key, type, required) ------------
+# The same list gives the staging DDL, the PostgreSQL cast from JSON, the bad-record checks,
+# and data/log_json_path.json for Redshift. An empty string in a non-text field is NULL
+# (the logs write a logged-out userId as ""), as Redshift's COPY loads it.
+EVENT_FIELDS = (
+    ("artist",          "artist",        "VARCHAR(512)",     False),
+    ("auth",            "auth",          "VARCHAR(32)",      False),
+    ("first_name",      "firstName",     "VARCHAR(256)",     False),
+    ("gender",          "gender",        "VARCHAR(16)",      False),
+    ("item_in_session", "itemInSession", "INTEGER",          True),   # with session_id and ts:
+    ("last_name",       "lastName",      "VARCHAR(256)",     False),  # the identity of an event
+    ("length",          "length",        "DOUBLE PRECISION", False),
+    ("level",           "level",         "VARCHAR(16)",      False),
+    ("location",        "location",      "VARCHAR(512)",     False),
+    ("method",          "method",        "VARCHAR(16)",      False),
+    ("page",            "page",          "VARCHAR(64)",      True),
+    ("registration",    "registration",  "DOUBLE PRECISION", False),  # epoch ms, written as 1.5e12
+    ("session_id",      "sessionId",     "INTEGER",          True),
+    ("song",            "song",          "VARCHAR(512)",     False),
+    ("status",          "status",        "INTEGER",          False),
+    ("ts",              "ts",            "BIGINT",           True),   # epoch milliseconds
+    ("user_agent",      "userAgent",     "VARCHAR(512)",     False),
+    ("user_id",         "userId",        "INTEGER",          False),
+)
+
+SONG_FIELDS = (  # JSON keys equal column names, so Redshift's FORMAT AS JSON 'auto' maps them
+    ("num_songs",        "num_songs",        "INTEGER",          False),
+    ("artist_id",        "artist_id",        "VARCHAR(64)",      True),
+    ("artist_latitude",  "artist_latitude",  "DOUBLE PRECISION", False),
+    ("artist_longitude", "artist_longitude", "DOUBLE PRECISION", False),
+    ("artist_location",  "artist_location",  "VARCHAR(512)",     False),
+    ("artist_name",      "artist_name",      "VARCHAR(512)",     False),
+    ("song_id",          "song_id",          "VARCHAR(64)",      True),
+    ("title",            "title",            "VARCHAR(512)",     False),
+    ("duration",         "duration",         "DOUBLE PRECISION", False),
+    ("year",             "year",             "INTEGER",          False),
+)
+
+STAGING_FIELDS = {"staging_events": EVENT_FIELDS, "staging_songs": SONG_FIELDS}
+
+
+def staging_table_create(table, engine):
+    cols = ",\n    ".join(f"{c} {t}{' NOT NULL' if req else ''}" for c, _, t, req in STAGING_FIELDS[table])
+    return f"CREATE {DIALECT[engine]['staging']} {table} (\n    {cols}\n)"
+
+
+def is_text(sql_type):
+    return sql_type.startswith("VARCHAR")
+
+
+# --- The star --------------------------------------------------------------------------------
+# songplays: one row per NextSong event. (session_id, item_in_session, start_time) identifies
+# the event, so a re-run inserts nothing twice.
+songplay_table_create = """
+CREATE TABLE songplays (
+    songplay_id     {identity},
+    start_time      TIMESTAMP NOT NULL,
+    user_id         INTEGER,
+    level           VARCHAR(16),
+    song_id         VARCHAR(64),
+    artist_id       VARCHAR(64),
+    session_id      INTEGER NOT NULL,
+    item_in_session INTEGER NOT NULL,
+    location        VARCHAR(512),
+    user_agent      VARCHAR(512),
+    PRIMARY KEY (songplay_id)
+) {by_time}"""
+
+# users: as of each user's latest event; last_seen_at is that event's time, so a later batch
+# moves a user forward and re-loading an older batch never moves them back.
+user_table_create = """
+CREATE TABLE users (
+    user_id      INTEGER NOT NULL,
+    first_name   VARCHAR(256),
+    last_name    VARCHAR(256),
+    gender       VARCHAR(16),
+    level        VARCHAR(16),
+    last_seen_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (user_id)
+) {all}"""
+
+song_table_create = """
+CREATE TABLE songs (
+    song_id   VARCHAR(64) NOT NULL,
+    title     VARCHAR(512),
+    artist_id VARCHAR(64),
+    year      INTEGER,
+    duration  DOUBLE PRECISION,
+    PRIMARY KEY (song_id)
+) {all} {by_song}"""
+
+artist_table_create = """
+CREATE TABLE artists (
+    artist_id VARCHAR(64) NOT NULL,
+    name      VARCHAR(512),
+    location  VARCHAR(512),
+    latitude  DOUBLE PRECISION,
+    longitude DOUBLE PRECISION,
+    PRIMARY KEY (artist_id)
+) {all}"""
+
+time_table_create = """
+CREATE TABLE time (
+    start_time TIMESTAMP NOT NULL,
+    hour       INTEGER NOT NULL,
+    day        INTEGER NOT NULL,
+    week       INTEGER NOT NULL,
+    month      INTEGER NOT NULL,
+    year       INTEGER NOT NULL,
+    weekday    INTEGER NOT NULL,
+    PRIMARY KEY (start_time)
+) {by_time}"""
+
+# load_errors: every record set aside by a load, so none is lost (PostgreSQL engine; Redshift
+# keeps its own in stl_load_errors).
+load_errors_table_create = """
+CREATE TABLE load_errors (
+    run_id  VARCHAR(64) NOT NULL,
+    source  VARCHAR(16) NOT NULL,
+    file    VARCHAR(1024) NOT NULL,
+    line_no BIGINT,
+    reason  VARCHAR(1024) NOT NULL,
+    raw     VARCHAR(2048)
+) {all}"""
+
+# PostgreSQL only (Redshift has no indexes): the natural key of a play, enforced and used by
+# the NOT EXISTS that keeps re-runs idempotent.
+songplay_key_index = ("CREATE UNIQUE INDEX songplays_event_key "
+                      "ON songplays (session_id, item_in_session, start_time)")
+
+drop_table_queries = [f"DROP TABLE IF EXISTS {t}" for t in TABLES]
+
+
+def _create_queries(engine):
+    d = DIALECT[engine]
+    star = [q.format(**d).strip() for q in (songplay_table_create, user_table_create, song_table_create,
+                                             artist_table_create, time_table_create,
+                                             load_errors_table_create)]
+    extra = [songplay_key_index] if engine == "postgres" else []
+    return [staging_table_create(t, engine) for t in STAGING_FIELDS] + star + extra
+
+
+create_table_queries = {engine: _create_queries(engine) for engine in DIALECT}
+
+
+# --- Filling staging on PostgreSQL -----------------------------------------------------------
+# Raw lines are streamed through COPY FROM STDIN into a per-connection temp table (one row per
+# log line, one per song file), then cast to typed columns by one set-based INSERT. The
+# identity column numbers the rows in stream order, which gives every line its file and line.
+raw_table_create = """
+CREATE TEMP TABLE IF NOT EXISTS {raw} (
+    id      BIGINT GENERATED ALWAYS AS IDENTITY,
+    file_id INTEGER NOT NULL,
+    line    TEXT NOT NULL
+)"""
+raw_files_create = "CREATE TEMP TABLE IF NOT EXISTS {raw}_files (file_id INTEGER, path TEXT, first_id BIGINT)"
+rejects_create = "CREATE TEMP TABLE IF NOT EXISTS {raw}_rejects (id BIGINT, reason TEXT)"
+raw_copy = "COPY {raw} (file_id, line) FROM STDIN"
+raw_files_insert = "INSERT INTO {raw}_files (file_id, path, first_id) VALUES %s"
+NOT_BLANK = "btrim(x.line, E' \\t\\r\\n') <> ''"
+
+
+def _field_value(source, key, sql_type):
+    """One field of a JSON record as text; an empty string in a non-text field is NULL."""
+    value = f"{source} ->> '{key}'" if source.endswith("j") else f'{source}."{key}"'
+    return value if is_text(sql_type) else f"NULLIF({value}, '')"
+
+
+def staging_cast(table, raw):
+    """Typed staging rows from raw JSON text: one statement, no per-row round trips.
+
+    Raises on the first bad record; then staging_rejects() finds them all and this runs again
+    without them (clean data pays for one parse per record, not for the checks).
+    """
+    fields = STAGING_FIELDS[table]
+    cols = ", ".join(c for c, _, _, _ in fields)
+    exprs = ", ".join(_field_value("r", k, t) + ("" if is_text(t) else f"::{t}") for _, k, t, _ in fields)
+    record = ", ".join(f'"{k}" TEXT' for _, k, _, _ in fields)
+    return (f"INSERT INTO {table} ({cols})\n"
+            f"SELECT {exprs}\n"
+            f"FROM {raw} x, jsonb_to_record(x.line::jsonb) AS r({record})\n"
+            f"WHERE {NOT_BLANK}\n"
+            f"  AND NOT EXISTS (SELECT 1 FROM {raw}_rejects b WHERE b.id = x.id)")
+
+
+def staging_rejects(table, raw):
+    """Every record staging_cast() would fail on, with the first reason it fails."""
+    checks = ["WHEN p.j IS NULL THEN 'invalid JSON: ' || (pg_input_error_info(x.line, 'jsonb')).message",
+              "WHEN jsonb_typeof(p.j) <> 'object' THEN 'not a JSON object but ' || jsonb_typeof(p.j)"]
+    for _, key, sql_type, required in STAGING_FIELDS[table]:
+        value = _field_value("p.j", key, sql_type)
+        if required:
+            checks.append(f"WHEN {value} IS NULL THEN 'missing required field \"{key}\"'")
+        checks.append(f"WHEN NOT pg_input_is_valid({value}, '{sql_type}') THEN "
+                      f"'field \"{key}\": ' || (pg_input_error_info({value}, '{sql_type}')).message")
+    cases = "\n             ".join(checks)
+    return (f"INSERT INTO {raw}_rejects (id, reason)\n"
+            f"SELECT id, reason FROM (\n"
+            f"    SELECT x.id, CASE\n             {cases}\n           END AS reason\n"
+            f"    FROM {raw} x CROSS JOIN LATERAL\n"
+            f"         (SELECT CASE WHEN pg_input_is_valid(x.line, 'jsonb') THEN x.line::jsonb END AS j) p\n"
+            f"    WHERE {NOT_BLANK}\n"
+            f") c WHERE reason IS NOT NULL")
+
+
+# Set-aside records into load_errors, with the file and line each came from.
+rejects_to_load_errors = """
+INSERT INTO load_errors (run_id, source, file, line_no, reason, raw)
+SELECT %(run_id)s, %(source)s, f.path, x.id - f.first_id + 1, left(b.reason, 1024), left(x.line, 2048)
+FROM {raw}_rejects b
+JOIN {raw} x ON x.id = b.id
+JOIN {raw}_files f ON f.file_id = x.file_id"""
+
+count_rejects = "SELECT count(*) FROM {raw}_rejects"
+load_errors_insert = ("INSERT INTO load_errors (run_id, source, file, line_no, reason, raw) "
+                      "VALUES %s")
+load_errors_first = """
+SELECT file, line_no, reason FROM load_errors WHERE run_id = %s
+ORDER BY source DESC, file, line_no LIMIT %s"""
+
+
+# --- Filling staging on Redshift: COPY from S3 ----------------------------------------------
+def sql_literal(value, what, shape=None):
+    """A configuration value as a SQL string literal: checked against its shape, then quoted.
+
+    A value with a quote, backslash or control character is refused, never escaped into SQL
+    it was not meant to be part of.
+    """
+    if shape is not None and not shape.match(value):
+        raise UserError(f"{what} has an unexpected form: {value!r}")
+    if re.search(r"['\\\x00-\x1f\x7f]", value):
+        raise UserError(f"{what} contains a quote, backslash or control character: {value!r}")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def copy_table_queries(cfg):
+    """COPY staging_songs and staging_events from S3, for Redshift."""
+    role = sql_literal(cfg.iam_role_arn, "[IAM_ROLE] ARN", ROLE_ARN)
+    region = f"REGION {sql_literal(cfg.region, '[AWS] REGION', REGION)}" if cfg.region else ""
+    jsonpaths = ("'auto'" if cfg.log_jsonpath == "auto"
+                 else sql_literal(cfg.log_jsonpath, "[S3] LOG_JSONPATH", S3_URI))
+    # Staging is scratch: skip compression analysis and statistics, the star tables matter.
+    common = f"IAM_ROLE {role} {region} MAXERROR {int(cfg.max_errors)} COMPUPDATE OFF STATUPDATE OFF"
+    return [
+        f"COPY staging_songs FROM {sql_literal(cfg.song_data, '[S3] SONG_DATA', S3_URI)}\n"
+        f"{common} FORMAT AS JSON 'auto'",
+        f"COPY staging_events FROM {sql_literal(cfg.log_data, '[S3] LOG_DATA', S3_URI)}\n"
+        f"{common} FORMAT AS JSON {jsonpaths}",
+    ]
+
+
+def jsonpaths_document():
+    """data/log_json_path.json: the event fields in staging_events column order."""
+    return {"jsonpaths": [f"$['{key}']" for _, key, _, _ in EVENT_FIELDS]}
+
+
+# Redshift clears staging with DELETE: TRUNCATE would commit the transaction it runs in.
+clear_staging = {
+    "postgres": ["TRUNCATE staging_events, staging_songs"],
+    "redshift": ["DELETE FROM staging_events", "DELETE FROM staging_songs"],
+}
+
+# Why a Redshift COPY failed: the newest rows of the load-error table for this session.
+load_error_queries = {
+    "provisioned": """
+        SELECT TRIM(filename), line_number, TRIM(colname), TRIM(err_reason)
+        FROM stl_load_errors WHERE session = pg_backend_pid()
+        ORDER BY starttime DESC LIMIT 10""",
+    "serverless": """
+        SELECT TRIM(file_name), line_number, TRIM(column_name), TRIM(error_message)
+        FROM sys_load_error_detail WHERE session_id = pg_backend_pid()
+        ORDER BY start_time DESC LIMIT 10""",
+}
+
+
+# --- The transform: staging -> star, one text for both engines --------------------------------
+# ts (epoch milliseconds) as a UTC timestamp, milliseconds kept, in integer arithmetic.
+EVENT_TIME = ("TIMESTAMP 'epoch' + ts / 1000 * INTERVAL '1 second' "
+              "+ ts % 1000 * INTERVAL '1 millisecond'")
+
+# songs: one row per song_id; the first load of a song wins.
+song_table_insert = """
+INSERT INTO songs (song_id, title, artist_id, year, duration)
+SELECT song_id, title, artist_id, year, duration
+FROM (SELECT song_id, title, artist_id, year, duration,
+             ROW_NUMBER() OVER (PARTITION BY song_id ORDER BY title, artist_id, year, duration) AS rn
+      FROM staging_songs) s
+WHERE rn = 1
+  AND NOT EXISTS (SELECT 1 FROM songs d WHERE d.song_id = s.song_id)"""
+
+# artists: one row per artist_id; when the catalogue repeats an artist with different
+# attributes, the row with coordinates, then with a location, then the smallest name wins.
+artist_table_insert = """
+INSERT INTO artists (artist_id, name, location, latitude, longitude)
+SELECT artist_id, artist_name, artist_location, artist_latitude, artist_longitude
+FROM (SELECT artist_id, artist_name, artist_location, artist_latitude, artist_longitude,
+             ROW_NUMBER() OVER (PARTITION BY artist_id
+                                ORDER BY CASE WHEN artist_latitude IS NULL THEN 1 ELSE 0 END,
+                                         CASE WHEN COALESCE(artist_location, '') = '' THEN 1 ELSE 0 END,
+                                         artist_name, artist_location, song_id) AS rn
+      FROM staging_songs) s
+WHERE rn = 1
+  AND NOT EXISTS (SELECT 1 FROM artists d WHERE d.artist_id = s.artist_id)"""
+
+# users: each user's latest event in this batch (ties: the later session and item, then paid).
+latest_users_create = f"""
+CREATE TEMP TABLE latest_users AS
+SELECT user_id, first_name, last_name, gender, level, {EVENT_TIME} AS last_seen_at
+FROM (SELECT e.*, ROW_NUMBER() OVER (PARTITION BY user_id
+                                     ORDER BY ts DESC, session_id DESC, item_in_session DESC,
+                                              level DESC, first_name, last_name) AS rn
+      FROM staging_events e WHERE user_id IS NOT NULL) e
+WHERE rn = 1"""
+
+user_table_update = """
+DELETE FROM users USING latest_users l
+WHERE users.user_id = l.user_id AND users.last_seen_at < l.last_seen_at"""
+
+user_table_insert = """
+INSERT INTO users (user_id, first_name, last_name, gender, level, last_seen_at)
+SELECT user_id, first_name, last_name, gender, level, last_seen_at FROM latest_users l
+WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = l.user_id)"""
+
+latest_users_drop = "DROP TABLE latest_users"
+
+# songplays: every NextSong event once. The song is the catalogue entry with the event's
+# title, artist name and duration (the smallest song_id if several); none: NULLs, play kept.
+songplay_table_insert = f"""
+INSERT INTO songplays (start_time, user_id, level, song_id, artist_id, session_id,
+                       item_in_session, location, user_agent)
+SELECT e.start_time, e.user_id, e.level, m.song_id, m.artist_id, e.session_id,
+       e.item_in_session, e.location, e.user_agent
+FROM (SELECT {EVENT_TIME} AS start_time, user_id, level, song, artist, length, session_id,
+             item_in_session, location, user_agent,
+             ROW_NUMBER() OVER (PARTITION BY session_id, item_in_session, ts
+                                ORDER BY user_id, song, artist, level) AS rn
+      FROM staging_events WHERE page = 'NextSong') e
+LEFT JOIN (SELECT title, artist_name, duration, song_id, artist_id,
+                  ROW_NUMBER() OVER (PARTITION BY title, artist_name, duration ORDER BY song_id) AS rn
+           FROM staging_songs) m
+       ON m.rn = 1 AND m.title = e.song AND m.artist_name = e.artist AND m.duration = e.length
+WHERE e.rn = 1
+  AND NOT EXISTS (SELECT 1 FROM songplays p
+                  WHERE p.session_id = e.session_id AND p.item_in_session = e.item_in_session
+                    AND p.start_time = e.start_time)"""
+
+# time: one row per distinct play start_time; weekday 0 = Sunday, week is the ISO week.
+time_table_insert = """
+INSERT INTO time (start_time, hour, day, week, month, year, weekday)
+SELECT start_time, EXTRACT(hour FROM start_time), EXTRACT(day FROM start_time),
+       EXTRACT(week FROM start_time), EXTRACT(month FROM start_time),
+       EXTRACT(year FROM start_time), EXTRACT(dow FROM start_time)
+FROM (SELECT DISTINCT start_time FROM songplays) s
+WHERE NOT EXISTS (SELECT 1 FROM time t WHERE t.start_time = s.start_time)"""
+
+insert_table_queries = [
+    song_table_insert,
+    artist_table_insert,
+    latest_users_create,
+    user_table_update,
+    user_table_insert,
+    latest_users_drop,
+    songplay_table_insert,
+    time_table_insert,
+]
+
+# Checks run before the transform commits: each counts rows that must not exist.
+check_queries = [
+    ("plays without a time row",
+     "SELECT COUNT(*) FROM songplays p WHERE NOT EXISTS (SELECT 1 FROM time t WHERE t.start_time = p.start_time)"),
+    ("duplicate users", "SELECT COUNT(*) - COUNT(DISTINCT user_id) FROM users"),
+    ("duplicate songs", "SELECT COUNT(*) - COUNT(DISTINCT song_id) FROM songs"),
+    ("duplicate artists", "SELECT COUNT(*) - COUNT(DISTINCT artist_id) FROM artists"),
+    ("duplicate plays",
+     "SELECT COUNT(*) FROM (SELECT 1 FROM songplays GROUP BY session_id, item_in_session, start_time "
+     "HAVING COUNT(*) > 1) d"),
+]
+
+count_rows = "SELECT COUNT(*) FROM {table}"
+existing_tables = """
+SELECT table_name FROM information_schema.tables
+WHERE table_schema = current_schema() AND table_name IN %s"""
+
+
+# --- Analytics: the questions the schema exists for ------------------------------------------
+analytics_queries = [
+    ("Most played songs", """
+SELECT s.title, a.name AS artist, COUNT(*) AS plays
+FROM songplays p JOIN songs s ON s.song_id = p.song_id JOIN artists a ON a.artist_id = p.artist_id
+GROUP BY s.title, a.name ORDER BY plays DESC, s.title LIMIT 10"""),
+    ("Plays matched to the song catalogue", """
+SELECT CASE WHEN song_id IS NULL THEN 'not in catalogue' ELSE 'matched' END AS song, COUNT(*) AS plays
+FROM songplays GROUP BY 1 ORDER BY 1"""),
+    ("Busiest hours (UTC)", """
+SELECT t.hour, COUNT(*) AS plays
+FROM songplays p JOIN time t ON t.start_time = p.start_time
+GROUP BY t.hour ORDER BY plays DESC, t.hour LIMIT 5"""),
+    ("Free vs paid plays", """
+SELECT level, COUNT(*) AS plays, COUNT(DISTINCT user_id) AS users,
+       ROUND(100.0 * COUNT(*) / SUM(COUNT(*)) OVER (), 1) AS pct_of_plays
+FROM songplays GROUP BY level ORDER BY plays DESC"""),
+    ("Top users", """
+SELECT u.user_id, u.first_name || ' ' || u.last_name AS name, u.level, COUNT(*) AS plays
+FROM songplays p JOIN users u ON u.user_id = p.user_id
+GROUP BY u.user_id, u.first_name, u.last_name, u.level ORDER BY plays DESC, u.user_id LIMIT 5"""),
+    ("Top locations", """
+SELECT location, COUNT(*) AS plays, COUNT(DISTINCT user_id) AS users
+FROM songplays GROUP BY location ORDER BY plays DESC, location LIMIT 5"""),
+]

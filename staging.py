@@ -1,0 +1,360 @@
+"""Fills the staging tables on PostgreSQL: find the source files, stream them through
+COPY FROM STDIN, cast them to typed rows in one set-based statement.
+
+Nothing is parsed in Python: each log line (each song file) travels as one raw text
+row, escaped for COPY's text format by a few bytes.replace() calls per block. The
+database parses the JSON. Files are split over several connections, each streaming
+its share while the others do theirs, and memory is bounded by the block size.
+
+A record that cannot become a staging row is set aside in load_errors with its file,
+line and reason; invalid UTF-8 and NUL bytes are caught here (PostgreSQL text cannot
+hold them), everything else by the database.
+"""
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait, FIRST_EXCEPTION
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extras
+
+import db
+import sql_queries
+from cli import UserError
+
+log = logging.getLogger("sparkify")
+
+BLOCK = 4 << 20              # bytes read from a source at a time
+MAX_RECORD = 64 << 20        # a longer line (or song file) is refused
+ERRORS_KEPT = 1000           # Python-side bad records kept per shard (all are counted)
+BOM = b"\xef\xbb\xbf"
+SOURCES = {"song_data": ("songs", "staging_songs"), "log_data": ("events", "staging_events")}
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str       # a local path or s3://bucket/key
+    size: int
+
+
+@dataclass
+class StagingResult:
+    source: str
+    files: int = 0
+    loaded: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+
+
+# --- Finding source files ------------------------------------------------------------------
+def is_hidden(relative_parts):
+    return any(part.startswith(".") for part in relative_parts)
+
+
+def discover(location, what, s3=None):
+    """Every *.json file under location (recursively), skipping hidden files and folders."""
+    files = (discover_s3(location, what, s3 or s3_client()) if location.startswith("s3://")
+             else discover_local(location, what))
+    if not files:
+        raise UserError(f"{what}: no .json files under {location}")
+    return files
+
+
+def discover_local(location, what):
+    root = Path(location)
+    if root.is_file():
+        return [SourceFile(str(root), root.stat().st_size)]
+    if not root.is_dir():
+        raise UserError(f"{what}: no such file or directory: {location}")
+    found = []
+    for folder, dirs, names in os.walk(root, onerror=_raise_walk_error):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if name.endswith(".json") and not name.startswith("."):
+                path = os.path.join(folder, name)
+                found.append(SourceFile(path, os.path.getsize(path)))
+    return found
+
+
+def _raise_walk_error(e):
+    raise UserError(f"cannot read {e.filename}: {e.strerror}")
+
+
+def split_s3(uri):
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    return bucket, prefix
+
+
+def s3_client(cfg=None):
+    import boto3
+    from botocore.config import Config as BotoConfig
+    kwargs = {"config": BotoConfig(max_pool_connections=32, retries={"max_attempts": 5})}
+    if cfg is not None:
+        if cfg.region:
+            kwargs["region_name"] = cfg.region
+        if cfg.aws_key and cfg.aws_secret:
+            kwargs.update(aws_access_key_id=cfg.aws_key, aws_secret_access_key=cfg.aws_secret)
+    return boto3.client("s3", **kwargs)
+
+
+def discover_s3(uri, what, s3):
+    from botocore.exceptions import BotoCoreError, ClientError
+    bucket, prefix = split_s3(uri)
+    found = []
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                relative = key[len(prefix):].lstrip("/").split("/")
+                if key.endswith(".json") and not is_hidden(relative):
+                    found.append(SourceFile(f"s3://{bucket}/{key}", obj["Size"]))
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        reason = {"NoSuchBucket": "no such bucket", "AccessDenied": "access denied",
+                  "403": "access denied"}.get(code, code or str(e))
+        raise UserError(f"{what}: cannot list {uri}: {reason}")
+    except BotoCoreError as e:
+        raise UserError(f"{what}: cannot list {uri}: {e}")
+    return sorted(found, key=lambda f: f.path)
+
+
+def open_source(f, s3):
+    """A binary stream with read(n) for a local file or an S3 object."""
+    if f.path.startswith("s3://"):
+        from botocore.exceptions import ClientError
+        bucket, key = split_s3(f.path)
+        try:
+            return s3.get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as e:
+            raise UserError(f"cannot read {f.path}: {e.response.get('Error', {}).get('Code', e)}")
+    try:
+        return open(f.path, "rb")
+    except OSError as e:
+        raise UserError(f"cannot read {f.path}: {e.strerror}")
+
+
+# --- The COPY stream -------------------------------------------------------------------------
+def copy_escape(block, newlines=False):
+    """Bytes as a COPY text-format value: backslash, tab and CR escaped (and LF, for song files)."""
+    block = block.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\r", b"\\r")
+    return block.replace(b"\n", b"\\n") if newlines else block
+
+
+def text_problem(data):
+    """Why bytes cannot be PostgreSQL text, or None. Fast for clean (and for ASCII) data."""
+    if b"\x00" in data:
+        return "NUL byte (0x00) in the record"
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return f"invalid UTF-8 (byte 0x{data[e.start]:02x})"
+    return None
+
+
+class RowStream:
+    """The file-like object psycopg2's copy_expert() reads: rows of `file_id<TAB>raw text`.
+
+    One row per log line, or one per song file (whole_files). Records the first row id of
+    every file (ids are assigned by the raw table in stream order) so each row can be traced
+    to its file and line, and sets aside lines that are not valid text.
+    """
+
+    def __init__(self, files, whole_files, s3, run_id, source, progress, cancel):
+        self.files, self.whole_files, self.s3 = files, whole_files, s3
+        self.run_id, self.source, self.progress, self.cancel = run_id, source, progress, cancel
+        self.rows = 0                 # rows sent so far: the raw table's ids are 1..rows
+        self.file_rows = []           # (file_id, path, first row id)
+        self.errors = []              # load_errors rows found here (at most ERRORS_KEPT)
+        self.error_count = 0
+        self._blocks = self._generate()
+
+    def read(self, size=-1):
+        if self.cancel.is_set():
+            raise KeyboardInterrupt
+        return next(self._blocks, b"")
+
+    def _generate(self):
+        for file_id, f in enumerate(self.files):
+            self.file_rows.append((file_id, f.path, self.rows + 1))
+            body = open_source(f, self.s3)
+            try:
+                reader = self._whole_file if self.whole_files else self._lines
+                yield from reader(file_id, f.path, body)
+            finally:
+                body.close()
+            self.progress.file_done()
+
+    def _whole_file(self, file_id, path, body):
+        data = body.read(MAX_RECORD + 1)
+        if len(data) > MAX_RECORD:
+            raise UserError(f"{path}: larger than {MAX_RECORD >> 20} MiB; a song file holds one record")
+        data = data.removeprefix(BOM)
+        if not data.strip():
+            return  # an empty file is no record and no error
+        problem = text_problem(data)
+        if problem:
+            self._set_aside(path, data[:data.find(b"\x00")] if b"\x00" in data else data,
+                            1, problem)
+            data = b""
+        self.rows += 1
+        yield b"%d\t%s\n" % (file_id, copy_escape(data, newlines=True))
+
+    def _lines(self, file_id, path, body):
+        prefix = b"%d\t" % file_id
+        carry, line_no, first = b"", 1, True
+        while True:
+            chunk = body.read(BLOCK)
+            if first:
+                chunk, first = chunk.removeprefix(BOM), False
+            if not chunk:
+                break
+            data = carry + chunk if carry else chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                if len(data) > MAX_RECORD:
+                    raise UserError(f"{path}:{line_no}: line longer than {MAX_RECORD >> 20} MiB")
+                carry = data
+                continue
+            block, carry = data[:cut], data[cut + 1:]
+            yield self._block(prefix, path, line_no, block)
+            line_no += block.count(b"\n") + 1
+        if carry:
+            yield self._block(prefix, path, line_no, carry)
+
+    def _block(self, prefix, path, line_no, block):
+        """COPY rows for complete lines; lines that are not valid text are sent empty."""
+        if text_problem(block):
+            lines = block.split(b"\n")
+            for i, line in enumerate(lines):
+                problem = text_problem(line)
+                if problem:
+                    self._set_aside(path, line, line_no + i, problem)
+                    lines[i] = b""
+            block = b"\n".join(lines)
+        self.rows += block.count(b"\n") + 1
+        return prefix + copy_escape(block).replace(b"\n", b"\n" + prefix) + b"\n"
+
+    def _set_aside(self, path, raw, line_no, reason):
+        self.error_count += 1
+        if len(self.errors) < ERRORS_KEPT:
+            text = raw[:2048].decode("utf-8", "replace").replace("\x00", "\\0")
+            self.errors.append((self.run_id, self.source, path, line_no, reason, text))
+
+
+class Progress:
+    """Logs files done out of total, at most every few seconds, from any worker thread."""
+
+    def __init__(self, what, total, every=5.0):
+        self.what, self.total, self.every = what, total, every
+        self.done, self.start, self.last = 0, time.monotonic(), time.monotonic()
+        self.lock = threading.Lock()
+
+    def file_done(self):
+        with self.lock:
+            self.done += 1
+            now = time.monotonic()
+            if now - self.last >= self.every or self.done == self.total:
+                self.last = now
+                log.info("  %s: %d/%d files, %.1f s", self.what, self.done, self.total, now - self.start)
+
+
+# --- Loading ---------------------------------------------------------------------------------
+def shards(files, n):
+    """Split files into n sets of about equal bytes (largest first onto the lightest set)."""
+    bins = [[0, []] for _ in range(max(1, min(n, len(files))))]
+    for f in sorted(files, key=lambda f: -f.size):
+        lightest = min(bins, key=lambda b: b[0])
+        lightest[0] += f.size
+        lightest[1].append(f)
+    return [sorted(b[1], key=lambda f: f.path) for b in bins]
+
+
+def worker_count(cfg):
+    return cfg.workers or os.cpu_count() or 2
+
+
+def load_source(cfg, source, files, run_id, s3=None, workers=None):
+    """Stream files into their staging table over several connections; return a StagingResult."""
+    what, table = SOURCES[source]
+    started = time.monotonic()
+    parts = shards(files, workers or worker_count(cfg))
+    progress, cancel = Progress(f"staging {what}", len(files)), threading.Event()
+    connections = []
+    result = StagingResult(source, files=len(files))
+    with ThreadPoolExecutor(len(parts), thread_name_prefix=f"stage-{what}") as pool:
+        futures = [pool.submit(load_shard, cfg, source, part, run_id, s3, progress, cancel, connections)
+                   for part in parts]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                if fut.exception():
+                    raise fut.exception()
+        except BaseException:
+            cancel.set()
+            for conn in list(connections):
+                _cancel_quietly(conn)
+            raise
+    for fut in futures:
+        loaded, rejected = fut.result()
+        result.loaded += loaded
+        result.rejected += rejected
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _cancel_quietly(conn):
+    try:
+        conn.cancel()
+    except Exception:
+        pass
+
+
+def load_shard(cfg, source, files, run_id, s3, progress, cancel, connections):
+    """One connection's share: COPY raw rows, cast them to staging, set aside bad records."""
+    what, table = SOURCES[source]
+    raw = f"raw_{what}"
+    conn = db.connect(cfg)
+    connections.append(conn)
+    q = {name: getattr(sql_queries, name).format(raw=raw)
+         for name in ("raw_table_create", "raw_files_create", "rejects_create", "raw_copy",
+                      "raw_files_insert", "rejects_to_load_errors", "count_rejects")}
+    try:
+        with conn.cursor() as cur:
+            for name in ("raw_table_create", "raw_files_create", "rejects_create"):
+                cur.execute(q[name])
+            stream = RowStream(files, source == "song_data", s3, run_id, source, progress, cancel)
+            cur.copy_expert(q["raw_copy"], stream, size=BLOCK)
+            psycopg2.extras.execute_values(cur, q["raw_files_insert"], stream.file_rows)
+            loaded = cast_to_staging(cur, table, raw)
+            cur.execute(q["rejects_to_load_errors"], {"run_id": run_id, "source": source})
+            if stream.errors:
+                psycopg2.extras.execute_values(cur, sql_queries.load_errors_insert, stream.errors)
+            cur.execute(q["count_rejects"])
+            rejected = cur.fetchone()[0] + stream.error_count
+        conn.commit()
+        return loaded, rejected
+    finally:
+        conn.close()
+
+
+def cast_to_staging(cur, table, raw):
+    """Typed rows from the raw rows. Fast path first; if any record fails, find every bad one,
+    set them aside, and cast the rest."""
+    cast = sql_queries.staging_cast(table, raw)
+    cur.execute("SAVEPOINT staging_cast")
+    try:
+        cur.execute(cast)
+        return cur.rowcount
+    except (psycopg2.DataError, psycopg2.IntegrityError):
+        cur.execute("ROLLBACK TO SAVEPOINT staging_cast")
+    cur.execute(sql_queries.staging_rejects(table, raw))
+    try:
+        cur.execute(cast)
+    except (psycopg2.DataError, psycopg2.IntegrityError) as e:
+        raise UserError(f"{table}: a record failed that the checks did not catch: "
+                        f"{str(e).splitlines()[0]}")
+    return cur.rowcount

@@ -1,0 +1,122 @@
+"""Shared fixtures: one real embedded PostgreSQL per test session, configs pointing at it,
+and small source files written by the tests themselves."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import create_tables  # noqa: E402
+import db  # noqa: E402
+from config import load_config  # noqa: E402
+
+SAMPLE_SONGS = ROOT / "data" / "song_data"
+SAMPLE_LOGS = ROOT / "data" / "log_data"
+TS = 1543537327796  # 2018-11-30 00:22:07.796 UTC
+
+
+@pytest.fixture(scope="session")
+def pg_data_dir(tmp_path_factory):
+    """The embedded server, started once, in a temporary directory, deleted at the end."""
+    import pgserver
+    data_dir = tmp_path_factory.mktemp("pg") / "pgdata"
+    server = pgserver.get_server(data_dir, cleanup_mode="delete")
+    yield data_dir
+    db._forget_dead_handles(data_dir)  # scripts the tests killed with SIGKILL
+    server.cleanup()
+
+
+@pytest.fixture
+def make_cfg(tmp_path, pg_data_dir, monkeypatch):
+    """make_cfg(songs=..., logs=..., **sections) -> Config read from a dwh.cfg the test wrote."""
+    monkeypatch.delenv("DWH_CONFIG", raising=False)
+    monkeypatch.delenv("DWH_DB_PASSWORD", raising=False)
+
+    def make(songs=SAMPLE_SONGS, logs=SAMPLE_LOGS, text="", name="dwh.cfg", **etl):
+        path = tmp_path / name
+        etl_lines = "".join(f"{k.upper()} = {v}\n" for k, v in etl.items())
+        path.write_text(f"[LOCAL]\nDATA_DIR = {pg_data_dir}\n\n[S3]\nSONG_DATA = {songs}\n"
+                        f"LOG_DATA = {logs}\n\n[ETL]\n{etl_lines}\n{text}")
+        path.chmod(0o600)
+        return load_config(str(path))
+    return make
+
+
+@pytest.fixture
+def warehouse(make_cfg):
+    """A Config on freshly created tables (the bundled sample as its sources)."""
+    cfg = make_cfg()
+    reset(cfg)
+    return cfg
+
+
+def reset(cfg):
+    with db.connection(cfg) as conn:
+        create_tables.reset_warehouse(cfg, conn)
+
+
+def query(cfg, sql, params=None):
+    with db.connection(cfg) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+def table(cfg, name, order="1"):
+    """Every row of a table, in a stable order (songplay_id left out where it would differ)."""
+    cols = "*" if name != "songplays" else ("start_time, user_id, level, song_id, artist_id, "
+                                            "session_id, item_in_session, location, user_agent")
+    return query(cfg, f"SELECT {cols} FROM {name} ORDER BY {order}")
+
+
+def counts(cfg):
+    with db.connection(cfg) as conn:
+        return db.row_counts(conn, ("staging_events", "staging_songs", "songplays", "users", "songs",
+                                    "artists", "time", "load_errors"))
+
+
+# --- Source files --------------------------------------------------------------------------
+def event(**fields):
+    """A NextSong event; override any field."""
+    e = {"artist": "Artist", "auth": "Logged In", "firstName": "Ann", "gender": "F", "itemInSession": 0,
+         "lastName": "Lee", "length": 200.5, "level": "free", "location": "Town, ST", "method": "PUT",
+         "page": "NextSong", "registration": 1540991795796.0, "sessionId": 1, "song": "Song",
+         "status": 200, "ts": TS, "userAgent": "Mozilla/5.0", "userId": "1"}
+    e.update(fields)
+    return e
+
+
+def song(**fields):
+    s = {"num_songs": 1, "artist_id": "AR1", "artist_latitude": None, "artist_longitude": None,
+         "artist_location": "", "artist_name": "Artist", "song_id": "SO1", "title": "Song",
+         "duration": 200.5, "year": 2000}
+    s.update(fields)
+    return s
+
+
+def write_events(path, events, newline="\n", trailing=True):
+    """A log file: one JSON object per line (or raw str/bytes lines as given)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [e if isinstance(e, bytes) else (e if isinstance(e, str) else json.dumps(e)).encode()
+             for e in events]
+    data = newline.encode().join(lines) + (newline.encode() if trailing and lines else b"")
+    path.write_bytes(data)
+    return path
+
+
+def write_song(path, record, indent=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(record if isinstance(record, bytes) else json.dumps(record, indent=indent).encode())
+    return path
+
+
+def run_script(script, *args, env=None, timeout=120):
+    """Run one of the scripts as a user would; returns CompletedProcess (text)."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env.pop("DWH_CONFIG", None) if env is None or "DWH_CONFIG" not in env else None
+    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=ROOT)

@@ -1,0 +1,96 @@
+"""The scripts as a user runs them: output, exit codes, one-line errors."""
+import csv
+import io
+
+from conftest import event, reset, run_script, song, write_events, write_song
+
+
+def small_sources(tmp_path):
+    write_events(tmp_path / "logs" / "e.json", [event(userId="5", firstName="Zoë", itemInSession=0),
+                                                event(userId="5", firstName="Zoë", itemInSession=1),
+                                                event(userId="6", level="paid", itemInSession=2)])
+    write_song(tmp_path / "songs" / "s.json", song())
+    return dict(songs=tmp_path / "songs", logs=tmp_path / "logs")
+
+
+def test_create_tables_then_etl_then_analytics(make_cfg, tmp_path):
+    cfg = make_cfg(**small_sources(tmp_path))
+    created = run_script("create_tables.py", "--config", str(cfg.path))
+    assert created.returncode == 0, created.stderr
+    assert "created 8: staging_events, staging_songs, songplays" in created.stdout
+    loaded = run_script("etl.py", "--config", str(cfg.path))
+    assert loaded.returncode == 0, loaded.stderr
+    assert "songplays" in loaded.stdout and "+3" in loaded.stdout
+    report = run_script("analytics.py", "--config", str(cfg.path))
+    assert report.returncode == 0, report.stderr
+    for title in ("Most played songs", "Busiest hours", "Free vs paid plays", "Top users", "Top locations"):
+        assert title in report.stdout
+
+
+def test_sql_and_csv_output(make_cfg, tmp_path):
+    cfg = make_cfg(**small_sources(tmp_path))
+    reset(cfg)
+    assert run_script("etl.py", "--config", str(cfg.path)).returncode == 0
+    sql = "SELECT user_id, first_name, COUNT(*) AS plays FROM songplays JOIN users USING (user_id) " \
+          "GROUP BY 1, 2 ORDER BY 1"
+    out = run_script("analytics.py", "--config", str(cfg.path), "--sql", sql, "--csv")
+    assert out.returncode == 0, out.stderr
+    assert list(csv.reader(io.StringIO(out.stdout))) == [["user_id", "first_name", "plays"],
+                                                         ["5", "Zoë", "2"], ["6", "Ann", "1"]]
+    table = run_script("analytics.py", "--config", str(cfg.path), "--sql", sql)
+    assert table.stdout.splitlines() == ["user_id  first_name  plays", "-------  ----------  -----",
+                                         "      5  Zoë             2", "      6  Ann             1"]
+
+
+def test_analytics_refuses_to_write(make_cfg, tmp_path):
+    cfg = make_cfg(**small_sources(tmp_path))
+    reset(cfg)
+    out = run_script("analytics.py", "--config", str(cfg.path), "--sql", "DELETE FROM users")
+    assert out.returncode == 1
+    assert "read-only transaction" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_etl_without_tables_says_to_run_create_tables(make_cfg, tmp_path):
+    cfg = make_cfg(**small_sources(tmp_path))
+    reset(cfg)
+    from conftest import query
+    from db import connection
+    with connection(cfg) as conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE songplays")
+        conn.commit()
+    out = run_script("etl.py", "--config", str(cfg.path))
+    assert out.returncode == 2
+    assert out.stderr.strip() == "etl.py: error: table songplays does not exist; run create_tables.py first"
+    out = run_script("analytics.py", "--config", str(cfg.path))
+    assert out.returncode == 2 and "run create_tables.py first" in out.stderr
+    assert query(cfg, "SELECT 1") == [(1,)]
+
+
+def test_unreachable_database_is_one_line_naming_the_server(tmp_path):
+    cfg = tmp_path / "dwh.cfg"
+    cfg.write_text("[CLUSTER]\nHOST=127.0.0.1\nDB_PORT=9\nDB_USER=alice\nDB_NAME=dwh\n")
+    for script in ("create_tables.py", "etl.py", "analytics.py"):
+        out = run_script(script, "--config", str(cfg))
+        assert out.returncode == 1
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in out.stderr
+        assert lines[0].startswith(f"{script}: error: cannot connect to postgres at alice@127.0.0.1:9/dwh")
+
+
+def test_traceback_only_with_verbose(tmp_path):
+    cfg = tmp_path / "dwh.cfg"
+    cfg.write_text("[CLUSTER]\nHOST=127.0.0.1\nDB_PORT=9\n")
+    out = run_script("etl.py", "--config", str(cfg), "-v")
+    assert out.returncode == 1 and "Traceback" in out.stderr
+
+
+def test_missing_explicit_config_file(tmp_path):
+    out = run_script("etl.py", "--config", str(tmp_path / "nope.cfg"))
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"etl.py: error: {tmp_path / 'nope.cfg'}: configuration file not found"
+
+
+def test_every_script_has_help():
+    for script in ("create_tables.py", "etl.py", "analytics.py"):
+        out = run_script(script, "--help")
+        assert out.returncode == 0 and "--config" in out.stdout and "--verbose" in out.stdout

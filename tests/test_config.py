@@ -1,0 +1,139 @@
+"""Reading dwh.cfg: defaults, course files as they are, the password from the environment, errors."""
+import pytest
+
+import config
+from cli import UserError
+
+COURSE_CFG = """\
+[CLUSTER]
+HOST='dwhcluster.abc123xyz.us-west-2.redshift.amazonaws.com'
+DB_NAME='dwh'
+DB_USER='dwhuser'
+DB_PASSWORD='Passw0rd'
+DB_PORT=5439
+
+[IAM_ROLE]
+ARN='arn:aws:iam::123456789012:role/dwhRole'
+
+[S3]
+LOG_DATA='s3://udacity-dend/log_data'
+LOG_JSONPATH='s3://udacity-dend/log_json_path.json'
+SONG_DATA='s3://udacity-dend/song_data'
+
+[AWS]
+KEY=AKIAEXAMPLE
+SECRET=topsecretvalue
+REGION=us-west-2
+
+[DWH]
+DWH_CLUSTER_TYPE=multi-node
+DWH_NUM_NODES=4
+DWH_NODE_TYPE=dc2.large
+DWH_IAM_ROLE_NAME=dwhRole
+DWH_CLUSTER_IDENTIFIER=dwhCluster
+DWH_DB=dwh
+DWH_DB_USER=dwhuser
+DWH_DB_PASSWORD=Passw0rd
+DWH_PORT=5439
+"""
+
+
+S3 = "[S3]\nLOG_DATA=s3://my-bucket/l\nSONG_DATA=s3://my-bucket/s\n"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("DWH_CONFIG", raising=False)
+    monkeypatch.delenv("DWH_DB_PASSWORD", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def write(tmp_path, text, name="dwh.cfg"):
+    p = tmp_path / name
+    p.write_text(text)
+    p.chmod(0o600)
+    return p
+
+
+def test_no_configuration_runs_embedded_on_the_bundled_sample():
+    cfg = config.load_config()
+    assert cfg.embedded and cfg.engine == "postgres" and cfg.path is None
+    assert cfg.data_dir == config.ROOT / ".dwh" / "pgdata"
+    assert cfg.song_data == str(config.ROOT / "data" / "song_data")
+    assert cfg.log_data == str(config.ROOT / "data" / "log_data")
+
+
+def test_course_file_works_unchanged(tmp_path):
+    cfg = config.load_config(str(write(tmp_path, COURSE_CFG)))
+    assert (cfg.engine, cfg.embedded, cfg.host, cfg.port) == (
+        "redshift", False, "dwhcluster.abc123xyz.us-west-2.redshift.amazonaws.com", 5439)
+    assert (cfg.db_name, cfg.db_user, cfg.db_password) == ("dwh", "dwhuser", "Passw0rd")
+    assert cfg.iam_role_arn == "arn:aws:iam::123456789012:role/dwhRole"
+    assert (cfg.log_data, cfg.song_data) == ("s3://udacity-dend/log_data", "s3://udacity-dend/song_data")
+    assert cfg.log_jsonpath == "s3://udacity-dend/log_json_path.json"
+    assert (cfg.aws_key, cfg.aws_secret, cfg.region) == ("AKIAEXAMPLE", "topsecretvalue", "us-west-2")
+    assert (cfg.cluster.identifier, cfg.cluster.num_nodes, cfg.cluster.node_type) == ("dwhCluster", 4, "dc2.large")
+
+
+def test_secrets_never_appear_in_repr(tmp_path):
+    cfg = config.load_config(str(write(tmp_path, COURSE_CFG)))
+    assert "Passw0rd" not in repr(cfg) and "topsecretvalue" not in repr(cfg)
+    assert "Passw0rd" not in cfg.describe()
+
+
+def test_keys_are_case_insensitive_and_quotes_optional(tmp_path):
+    cfg = config.load_config(str(write(tmp_path, '[cluster]\nhost = "db.example.org"\nDb_Port = "6543"\n'
+                                                 "[etl]\nmax_errors='5'\n")))
+    assert (cfg.host, cfg.port, cfg.engine, cfg.max_errors) == ("db.example.org", 6543, "postgres", 5)
+
+
+def test_engine_can_be_stated(tmp_path):
+    cfg = config.load_config(str(write(tmp_path, "[CLUSTER]\nHOST=10.0.0.5\nENGINE=redshift\n"
+                                                 "[IAM_ROLE]\nARN=arn:aws:iam::123456789012:role/r\n"
+                                                 "[S3]\nLOG_DATA=s3://my-bucket/l\nSONG_DATA=s3://my-bucket/s\n")))
+    assert cfg.engine == "redshift" and cfg.port == 5439
+
+
+def test_password_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("DWH_DB_PASSWORD", "from-env")
+    cfg = config.load_config(str(write(tmp_path, "[CLUSTER]\nHOST=db.example.org\n")))
+    assert cfg.db_password == "from-env"
+
+
+def test_dwh_config_environment_variable_and_cwd_file(tmp_path, monkeypatch):
+    write(tmp_path, "[CLUSTER]\nHOST=from-cwd.example.org\n")
+    assert config.load_config().host == "from-cwd.example.org"
+    other = write(tmp_path, "[CLUSTER]\nHOST=from-env.example.org\n", name="other.cfg")
+    monkeypatch.setenv("DWH_CONFIG", str(other))
+    assert config.load_config().host == "from-env.example.org"
+    assert config.load_config(str(tmp_path / "dwh.cfg")).host == "from-cwd.example.org"
+
+
+def test_relative_local_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    p = write(tmp_path / "sub", "[S3]\nLOG_DATA=mylogs\n[LOCAL]\nDATA_DIR=db\n")
+    monkeypatch.chdir("/")
+    cfg = config.load_config(str(p))
+    assert cfg.log_data == str(tmp_path / "sub" / "mylogs")
+    assert cfg.data_dir == tmp_path / "sub" / "db"
+
+
+@pytest.mark.parametrize("text,message", [
+    (None, r"missing\.cfg: configuration file not found"),
+    ("HOST=x\n", r"line 1: expected a \[SECTION\] header"),
+    ("[CLUSTER]\nHOST=a\nHOST=b\n", r"line 3: key 'host' appears twice in \[CLUSTER\]"),
+    ("[CLUSTER]\nDB_PORT=abc\n", r"\[CLUSTER\] DB_PORT must be a whole number, not 'abc'"),
+    ("[CLUSTER]\nENGINE=mysql\n", r"\[CLUSTER\] ENGINE must be one of postgres, redshift"),
+    ("[CLUSTER]\nENGINE=redshift\n", r"\[CLUSTER\] HOST is empty; run setup_cluster.py first"),
+    ("[CLUSTER]\nHOST=x.redshift.amazonaws.com\n[IAM_ROLE]\nARN=arn:aws:iam::1:role/r\n" + S3,
+     r"\[IAM_ROLE\] ARN must be arn:aws:iam::<12 digits>:role/<name>"),
+    ("[CLUSTER]\nHOST=x.redshift.amazonaws.com\n[S3]\nSONG_DATA=s3://my-bucket/s\nLOG_DATA=/local/logs\n",
+     r"\[S3\] LOG_DATA must be an s3:// URI for Redshift"),
+    ("[S3]\nLOG_DATA=s3://bucket/x'; DROP TABLE users; --\n", r"\[S3\] LOG_DATA is not a valid s3://"),
+    ("[AWS]\nREGION=us west\n", r"\[AWS\] REGION must be a region name"),
+    ("[ETL]\nMAX_ERRORS=-1\n", r"\[ETL\] MAX_ERRORS must be between 0 and"),
+])
+def test_bad_configuration_is_one_clear_error(tmp_path, text, message):
+    path = tmp_path / "missing.cfg" if text is None else write(tmp_path, text)
+    with pytest.raises(UserError, match=message):
+        config.load_config(str(path))

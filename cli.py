@@ -7,6 +7,7 @@ A script builds its parser with `parser()`, and hands its `main(config, args)` t
 import argparse
 import logging
 import sys
+import threading
 import traceback
 
 log = logging.getLogger("sparkify")
@@ -52,7 +53,7 @@ def run(main, arg_parser, argv=None):
     config = None
     try:
         config = load_config(args.config)
-        return main(config, args) or 0
+        return interruptible(main, config, args) or 0
     except UserError as e:
         return _fail(prog, str(e), e.exit_code, args.verbose, config)
     except KeyboardInterrupt:
@@ -65,6 +66,32 @@ def run(main, arg_parser, argv=None):
         if not args.verbose:
             msg += " (run with -v for the traceback)"
         return _fail(prog, msg, 1, args.verbose, config)
+
+
+def interruptible(main, config, args):
+    """Run main on a worker thread so Ctrl-C is seen at once even while the database is busy:
+    the main thread cancels every open query and the work unwinds (rolling back)."""
+    outcome = {}
+
+    def work():
+        try:
+            outcome["value"] = main(config, args)
+        except BaseException as e:  # handed to the main thread below
+            outcome["error"] = e
+
+    worker = threading.Thread(target=work, name="main-work", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        import db
+        db.cancel_all()
+        worker.join(5)
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 def _fail(prog, message, code, verbose, config):

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import warnings
+import weakref
 from pathlib import Path
 
 import psycopg2
@@ -19,6 +20,7 @@ from cli import UserError, mask_secrets
 log = logging.getLogger("sparkify")
 
 LOCK_KEY = 0x5350524B  # 'SPRK': one ETL run per warehouse at a time
+OPEN = weakref.WeakSet()  # every connection this process has open, for cancel_all()
 
 
 def embedded_uri(data_dir):
@@ -76,7 +78,18 @@ def connect(cfg, autocommit=False):
         reason = mask_secrets(" ".join(str(e).split()), cfg)
         raise UserError(f"cannot connect to {cfg.describe()}: {reason}")
     conn.autocommit = autocommit
+    OPEN.add(conn)
     return conn
+
+
+def cancel_all():
+    """Cancel whatever every open connection is running (Ctrl-C); their transactions roll back."""
+    for conn in list(OPEN):
+        try:
+            if not conn.closed:
+                conn.cancel()
+        except Exception:
+            pass
 
 
 @contextlib.contextmanager

@@ -148,8 +148,14 @@ def main(cfg, args):
     print(summary(result))
 
 
+def non_negative(text):
+    if not text.isdigit():
+        raise __import__("argparse").ArgumentTypeError(f"must be a whole number >= 0, not {text!r}")
+    return int(text)
+
+
 def add_arguments(p):
-    p.add_argument("--max-errors", type=int, metavar="N", default=None,
+    p.add_argument("--max-errors", type=non_negative, metavar="N", default=None,
                    help="set aside up to N bad records and load the rest "
                         "(default: [ETL] MAX_ERRORS, else 0)")
     p.add_argument("--no-wait", action="store_true",

@@ -61,16 +61,18 @@ def reset(cfg):
 
 
 def query(cfg, sql, params=None):
-    with db.connection(cfg) as conn, conn.cursor() as cur:
+    with db.connection(cfg, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute(sql, params)
         return cur.fetchall()
 
 
-def table(cfg, name, order="1"):
-    """Every row of a table, in a stable order (songplay_id left out where it would differ)."""
-    cols = "*" if name != "songplays" else ("start_time, user_id, level, song_id, artist_id, "
-                                            "session_id, item_in_session, location, user_agent")
-    return query(cfg, f"SELECT {cols} FROM {name} ORDER BY {order}")
+def table(cfg, name):
+    """Every row of a table, ordered by all its columns (songplay_id left out: ids may differ)."""
+    with db.connection(cfg) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT * FROM {name} LIMIT 0")
+        cols = [d.name for d in cur.description if d.name != "songplay_id"]
+        cur.execute(f"SELECT {', '.join(cols)} FROM {name} ORDER BY {', '.join(cols)}")
+        return cur.fetchall()
 
 
 def counts(cfg):

@@ -1,0 +1,162 @@
+"""Bad records are set aside with file, line and reason; past MAX_ERRORS nothing changes."""
+import json
+
+import pytest
+
+import etl
+from cli import UserError
+from config import load_config
+from conftest import counts, event, query, reset, run_script, song, table, write_events, write_song
+
+GOOD = [event(itemInSession=0), event(itemInSession=2)]
+
+
+def with_bad_line(make_cfg, tmp_path, bad, **etl_settings):
+    """A log file: good event, the bad line (line 2), a blank line, good event."""
+    path = write_events(tmp_path / "logs" / "day.json", [GOOD[0], bad, b"", GOOD[1]])
+    write_song(tmp_path / "songs" / "s.json", song())
+    cfg = make_cfg(songs=tmp_path / "songs", logs=tmp_path / "logs", **etl_settings)
+    reset(cfg)
+    return cfg, path
+
+
+EVENT_CASES = {
+    "not JSON": (b'{"ts": 1, "page": "NextSong"', r"^invalid JSON: invalid input syntax for type json"),
+    "JSON not an object": (b'[1, 2, 3]', r"^not a JSON object but array"),
+    "ts of the wrong type": (json.dumps(event(ts="abc", itemInSession=1)),
+                             r'^field "ts": invalid input syntax for type bigint: "abc"'),
+    "sessionId of the wrong type": (json.dumps(event(sessionId="x", itemInSession=1)),
+                                    r'^field "sessionId": invalid input syntax for type integer: "x"'),
+    "missing ts": (json.dumps({k: v for k, v in event(itemInSession=1).items() if k != "ts"}),
+                   r'^missing required field "ts"'),
+    "missing page": (json.dumps({k: v for k, v in event(itemInSession=1).items() if k != "page"}),
+                     r'^missing required field "page"'),
+    "invalid UTF-8": (json.dumps(event(itemInSession=1)).encode().replace(b"Artist", b"Art\xffist"),
+                      r"^invalid UTF-8 \(byte 0xff\)"),
+    "NUL byte": (json.dumps(event(itemInSession=1)).encode().replace(b"Artist", b"Art\x00ist"),
+                 r"^NUL byte"),
+    "escaped NUL character": (json.dumps(event(artist="a\u0000b", itemInSession=1)),
+                              r"^invalid JSON: unsupported Unicode escape sequence"),
+    "value longer than its column": (json.dumps(event(artist="x" * 600, itemInSession=1)),
+                                     r'^field "artist": value too long for type character varying\(512\)'),
+}
+
+
+@pytest.mark.parametrize("kind", EVENT_CASES)
+def test_bad_event_is_set_aside_with_file_line_and_reason(make_cfg, tmp_path, kind):
+    bad, reason = EVENT_CASES[kind]
+    cfg, path = with_bad_line(make_cfg, tmp_path, bad, max_errors=1)
+    result = etl.run_etl(cfg)
+    [(source, file, line_no, why, raw)] = query(cfg, "SELECT source, file, line_no, reason, raw FROM load_errors")
+    assert (source, file, line_no) == ("log_data", str(path), 2)
+    assert __import__("re").search(reason, why), why
+    assert raw  # the record itself is kept, to fix and re-load
+    assert query(cfg, "SELECT item_in_session FROM songplays ORDER BY 1") == [(0,), (2,)]
+    events = next(r for r in result.staged if r.source == "log_data")
+    assert (events.loaded, events.rejected) == (2, 1)
+
+
+SONG_CASES = {
+    "missing song_id": ({k: v for k, v in song().items() if k != "song_id"}, r'^missing required field "song_id"'),
+    "missing artist_id": ({k: v for k, v in song().items() if k != "artist_id"},
+                          r'^missing required field "artist_id"'),
+    "year of the wrong type": (song(year="nineteen"), r'^field "year": invalid input syntax for type integer'),
+    "not JSON": (b'{"song_id": "SO9",', r"^invalid JSON"),
+}
+
+
+@pytest.mark.parametrize("kind", SONG_CASES)
+def test_bad_song_file_is_set_aside(make_cfg, tmp_path, kind):
+    bad, reason = SONG_CASES[kind]
+    write_song(tmp_path / "songs" / "a_good.json", song())
+    bad_path = write_song(tmp_path / "songs" / "b_bad.json", bad, indent=2)
+    write_events(tmp_path / "logs" / "e.json", [event()])
+    cfg = make_cfg(songs=tmp_path / "songs", logs=tmp_path / "logs", max_errors=1)
+    reset(cfg)
+    etl.run_etl(cfg)
+    [(file, line_no, why)] = query(cfg, "SELECT file, line_no, reason FROM load_errors")
+    assert (file, line_no) == (str(bad_path), 1)
+    assert __import__("re").search(reason, why), why
+    assert query(cfg, "SELECT song_id FROM songs") == [("SO1",)]
+
+
+def test_up_to_max_errors_are_allowed_and_one_more_changes_nothing(make_cfg, tmp_path):
+    write_song(tmp_path / "songs" / "s.json", song())
+    write_events(tmp_path / "first" / "e.json", [event(itemInSession=0)])
+    cfg = make_cfg(songs=tmp_path / "songs", logs=tmp_path / "first")
+    reset(cfg)
+    etl.run_etl(cfg)
+    before = {t: table(cfg, t) for t in ("songplays", "users", "songs", "artists", "time")}
+
+    lines = [event(itemInSession=i, level="paid", ts=2_000_000_000_000) for i in range(1, 4)] + \
+            [b"not json"] * 3
+    write_events(tmp_path / "batch" / "e.json", lines)
+    batch = make_cfg(songs=tmp_path / "songs", logs=tmp_path / "batch", name="batch.cfg")
+    with pytest.raises(UserError) as failed:
+        etl.run_etl(batch, max_errors=2)
+    message = str(failed.value)
+    assert message.startswith("3 bad records, more than the 2 allowed (--max-errors); no star table was changed.")
+    assert message.count("e.json:") == 3 and "e.json:5: invalid JSON" in message
+    assert {t: table(cfg, t) for t in before} == before  # the star is exactly as it was
+    assert counts(cfg)["load_errors"] == 3               # but the bad records are kept
+
+    result = etl.run_etl(batch, max_errors=3)
+    assert counts(cfg)["songplays"] == 4
+    assert query(cfg, "SELECT level FROM users") == [("paid",)]
+    assert [r.rejected for r in result.staged] == [0, 3]
+
+
+def test_first_ten_reported_and_the_total(make_cfg, tmp_path):
+    write_events(tmp_path / "logs" / "e.json", [b"{"] * 25 + [event()])
+    write_song(tmp_path / "songs" / "s.json", song())
+    cfg = make_cfg(songs=tmp_path / "songs", logs=tmp_path / "logs")
+    reset(cfg)
+    out = run_script("etl.py", "--config", str(cfg.path))
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    err = lines[next(i for i, line in enumerate(lines) if line.startswith("etl.py: error:")):]
+    assert err[0] == "etl.py: error: 25 bad records, more than the 0 allowed (--max-errors); " \
+                     "no star table was changed. First 10:"
+    assert [line.strip().split(":")[-3] for line in err[1:11]] == [str(i) for i in range(1, 11)]
+    assert err[11].startswith("All of them: SELECT * FROM load_errors WHERE run_id = ")
+    assert "Traceback" not in out.stderr
+
+
+def test_bom_and_empty_files_are_not_errors(make_cfg, tmp_path):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(event()).encode() + b"\n")
+    (tmp_path / "logs" / "empty.json").write_bytes(b"")
+    write_song(tmp_path / "songs" / "bom.json", b"\xef\xbb\xbf" + json.dumps(song()).encode())
+    (tmp_path / "songs" / "empty.json").write_bytes(b"")
+    cfg = make_cfg(songs=tmp_path / "songs", logs=tmp_path / "logs")
+    reset(cfg)
+    result = etl.run_etl(cfg)
+    assert [(r.loaded, r.rejected) for r in result.staged] == [(1, 0), (1, 0)]
+    assert query(cfg, "SELECT song_id FROM songplays") == [("SO1",)]
+
+
+def test_summary_says_loaded_and_set_aside_per_source(make_cfg, tmp_path):
+    cfg, _ = with_bad_line(make_cfg, tmp_path, b"oops", max_errors=5)
+    out = run_script("etl.py", "--config", str(cfg.path))
+    assert out.returncode == 0, out.stderr
+    assert "1 files, 1 records loaded, 0 set aside" in out.stdout
+    assert "1 files, 2 records loaded, 1 set aside" in out.stdout
+
+
+def test_unreadable_config_is_one_line(tmp_path):
+    (tmp_path / "dir.cfg").mkdir()
+    out = run_script("etl.py", "--config", str(tmp_path / "dir.cfg"))
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"etl.py: error: {tmp_path / 'dir.cfg'}: cannot read configuration file (Is a directory)"
+
+
+def test_world_readable_config_with_a_secret_warns_with_the_fix(tmp_path, caplog):
+    path = tmp_path / "dwh.cfg"
+    path.write_text("[CLUSTER]\nHOST=db.example.org\nDB_PASSWORD=hunter2hunter2\n")
+    path.chmod(0o644)
+    load_config(str(path))
+    assert f"chmod 600 {path}" in caplog.text and "hunter2hunter2" not in caplog.text
+    caplog.clear()
+    path.chmod(0o600)
+    load_config(str(path))
+    assert "chmod" not in caplog.text

@@ -1,0 +1,233 @@
+"""Faults mid-load, concurrent runs, and secrets: the star tables are never half-loaded."""
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from urllib.parse import parse_qs, urlparse
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+import db
+import etl
+from cli import UserError
+from conftest import ROOT, SAMPLE_LOGS, counts, query, reset, run_script, table
+
+STAR = ("songplays", "users", "songs", "artists", "time")
+
+
+def star(cfg):
+    return {t: table(cfg, t) for t in STAR}
+
+
+@pytest.fixture
+def batches(make_cfg, tmp_path):
+    """Batch A (the first half of the sample logs) loaded; batch B is all of them. (cfg_a, cfg_b)"""
+    half = tmp_path / "first_half"
+    half.mkdir()
+    for path in sorted(SAMPLE_LOGS.rglob("*.json"))[:15]:
+        (half / path.name).write_bytes(path.read_bytes())
+    a, b = make_cfg(logs=half, name="a.cfg"), make_cfg(name="b.cfg")
+    reset(a)
+    etl.run_etl(a)
+    return a, b
+
+
+@pytest.fixture
+def expected(batches):
+    """The star tables after A then B loaded cleanly (then back to A alone)."""
+    a, b = batches
+    etl.run_etl(b)
+    result = star(b)
+    reset(a)
+    etl.run_etl(a)
+    return result
+
+
+@contextlib.contextmanager
+def time_table_locked(cfg):
+    """Hold a lock that lets etl.py read but not insert into `time`: it stops mid-transform."""
+    conn = db.connect(cfg)
+    with conn.cursor() as cur:
+        cur.execute("LOCK TABLE time IN SHARE MODE")
+    try:
+        yield
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def etl_process(cfg, *args):
+    return subprocess.Popen([sys.executable, str(ROOT / "etl.py"), "--config", str(cfg.path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def wait_for_backend(cfg, condition, timeout=60):
+    """The pid of the etl.py backend whose pg_stat_activity row matches condition."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = query(cfg, "SELECT pid FROM pg_stat_activity WHERE application_name = 'sparkify' "
+                          f"AND pid <> pg_backend_pid() AND {condition}")
+        if rows:
+            return rows[0][0]
+        time.sleep(0.1)
+    raise AssertionError(f"no etl.py backend with {condition}")
+
+
+BLOCKED_MID_TRANSFORM = "wait_event_type = 'Lock' AND query LIKE '%INSERT INTO time%'"
+
+
+def test_backend_terminated_mid_transform_changes_nothing_and_rerun_completes(batches, expected):
+    a, b = batches
+    before = star(b)
+    with time_table_locked(b):
+        proc = etl_process(b)
+        backend = wait_for_backend(b, BLOCKED_MID_TRANSFORM)
+        query(b, "SELECT pg_terminate_backend(%s)", (backend,))
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("etl.py: error:")
+    assert star(b) == before
+    etl.run_etl(b)
+    assert star(b) == expected
+
+
+def test_process_killed_mid_transform_changes_nothing_and_rerun_completes(batches, expected):
+    a, b = batches
+    before = star(b)
+    with time_table_locked(b):
+        proc = etl_process(b)
+        wait_for_backend(b, BLOCKED_MID_TRANSFORM)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    wait_gone = time.monotonic() + 30  # the server notices the dead client and rolls back
+    while query(b, "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'sparkify' "
+                   "AND pid <> pg_backend_pid()")[0][0] and time.monotonic() < wait_gone:
+        time.sleep(0.1)
+    assert star(b) == before
+    etl.run_etl(b)
+    assert star(b) == expected
+
+
+def test_process_killed_while_staging_changes_nothing(batches, expected):
+    a, b = batches
+    before = star(b)
+    conn = db.connect(b)
+    with conn.cursor() as cur:
+        cur.execute("LOCK TABLE load_errors IN SHARE MODE")  # a worker has cast its rows, then waits
+        proc = etl_process(b)
+        wait_for_backend(b, "wait_event_type = 'Lock' AND query LIKE '%INSERT INTO load_errors%'")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    conn.rollback()
+    conn.close()
+    assert star(b) == before
+    etl.run_etl(b)
+    assert star(b) == expected
+
+
+def test_ctrl_c_stops_promptly_with_130_and_changes_nothing(batches):
+    a, b = batches
+    before = star(b)
+    with time_table_locked(b):
+        proc = etl_process(b)
+        wait_for_backend(b, BLOCKED_MID_TRANSFORM)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == "etl.py: interrupted; nothing was committed by the step that was running"
+    assert "Traceback" not in err
+    assert star(b) == before
+
+
+def test_second_run_waits_for_the_first_or_stops_by_option(warehouse):
+    etl.run_etl(warehouse)
+    before = star(warehouse)
+    holder = db.connect(warehouse, autocommit=True)
+    with holder.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (db.LOCK_KEY,))
+    try:
+        refused = run_script("etl.py", "--config", str(warehouse.path), "--no-wait")
+        assert refused.returncode == 3
+        assert "another etl.py run is loading this warehouse" in refused.stderr
+        waiting = etl_process(warehouse)
+        wait_for_backend(warehouse, "wait_event_type = 'Lock' AND wait_event = 'advisory'")
+        assert waiting.poll() is None
+    finally:
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(%s)", (db.LOCK_KEY,))
+        holder.close()
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    assert star(warehouse) == before
+
+
+def test_two_runs_at_once_load_exactly_once(warehouse):
+    etl.run_etl(warehouse)
+    expected = star(warehouse)
+    reset(warehouse)
+    procs = [etl_process(warehouse) for _ in range(2)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert star(warehouse) == expected
+
+
+def test_s3_access_denied_is_reported_before_anything_changes(warehouse, make_cfg):
+    etl.run_etl(warehouse)
+    before = counts(warehouse)
+    s3 = boto3.client("s3", region_name="us-west-2", aws_access_key_id="x", aws_secret_access_key="y")
+    with Stubber(s3) as stub:
+        stub.add_client_error("list_objects_v2", service_error_code="AccessDenied", http_status_code=403)
+        cfg = make_cfg(logs="s3://locked-bucket/log_data", name="s3.cfg")
+        with pytest.raises(UserError, match=r"LOG_DATA: cannot list s3://locked-bucket/log_data: access denied"):
+            etl.run_etl(cfg, s3=s3)
+    assert counts(warehouse) == before
+
+
+# --- Secrets and exposure ---------------------------------------------------------------------
+@pytest.fixture
+def password_role(warehouse, pg_data_dir):
+    """A role that must give a password, reachable over the embedded server's socket."""
+    hba = pg_data_dir / "pg_hba.conf"
+    original = hba.read_text()
+    query(warehouse, "DROP ROLE IF EXISTS pwuser; CREATE ROLE pwuser LOGIN PASSWORD 'right-pass-9x'; "
+                     "GRANT ALL ON ALL TABLES IN SCHEMA public TO pwuser; SELECT 1")
+    hba.write_text("local all pwuser scram-sha-256\n" + original)
+    query(warehouse, "SELECT pg_reload_conf()")
+    socket_dir = parse_qs(urlparse(db.embedded_uri(pg_data_dir)).query)["host"][0]
+    yield socket_dir
+    hba.write_text(original)
+    query(warehouse, "SELECT pg_reload_conf()")
+
+
+def test_wrong_password_is_never_printed(password_role, tmp_path):
+    secret = "wr0ng-Secret-value-77"
+    cfg = tmp_path / "pw.cfg"
+    cfg.write_text(f"[CLUSTER]\nHOST={password_role}\nDB_USER=pwuser\nDB_NAME=postgres\n"
+                   f"DB_PASSWORD={secret}\n")
+    cfg.chmod(0o644)  # also triggers the permission warning, which must not print it either
+    for script in ("create_tables.py", "etl.py", "analytics.py"):
+        for flags in ((), ("-v",)):
+            out = run_script(script, "--config", str(cfg), *flags)
+            assert out.returncode == 1
+            assert "password authentication failed" in out.stderr
+            assert secret not in out.stdout + out.stderr
+    env_run = run_script("etl.py", "--config", str(cfg), "-v", env={"DWH_DB_PASSWORD": "env-" + secret})
+    assert "env-" + secret not in env_run.stdout + env_run.stderr and env_run.returncode == 1
+
+
+def test_right_password_connects(password_role, tmp_path):
+    cfg = tmp_path / "pw.cfg"
+    cfg.write_text(f"[CLUSTER]\nHOST={password_role}\nDB_USER=pwuser\nDB_NAME=postgres\n")
+    cfg.chmod(0o600)
+    out = run_script("analytics.py", "--config", str(cfg), "--sql", "SELECT current_user",
+                     env={"DWH_DB_PASSWORD": "right-pass-9x"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1].strip() == "pwuser"
+
+
+def test_embedded_server_listens_on_no_network_interface(warehouse):
+    assert query(warehouse, "SHOW listen_addresses") == [("",)]
+    assert query(warehouse, "SELECT inet_server_addr()") == [(None,)]  # connected over the unix socket

@@ -270,3 +270,35 @@ def warn_if_readable(path):
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("warning: %s holds a password or secret and is readable by others; "
                     "fix with: chmod 600 %s", path, path)
+
+
+def update_file(path, changes):
+    """Set {(SECTION, KEY): value} in an ini file in place, keeping every other line and comment.
+
+    A key keeps its spelling and quoting style; a missing key is added at the top of its
+    section, a missing section at the end of the file.
+    """
+    lines = Path(path).read_text(encoding="utf-8-sig").splitlines(keepends=True)
+    pending = {(s.upper(), k.lower()): v for (s, k), v in changes.items()}
+    section, headers = None, {}
+    for i, line in enumerate(lines):
+        header = re.match(r"\s*\[([^\]]+)\]", line)
+        if header:
+            section = header.group(1).strip().upper()
+            headers.setdefault(section, i)
+            continue
+        entry = re.match(r"(\s*)([^=:#;\s]+)(\s*[=:]\s*)(.*?)(\r?\n?)$", line)
+        if entry and (section, entry.group(2).lower()) in pending:
+            value = pending.pop((section, entry.group(2).lower()))
+            old = entry.group(4).strip()
+            quote = old[0] if len(old) >= 2 and old[0] == old[-1] and old[0] in "'\"" else ""
+            lines[i] = f"{entry.group(1)}{entry.group(2)}{entry.group(3)}{quote}{value}{quote}{entry.group(5) or chr(10)}"
+    for (section, key), value in sorted(pending.items(), key=lambda kv: -headers.get(kv[0][0], -1)):
+        if section in headers:
+            lines.insert(headers[section] + 1, f"{key.upper()}={value}\n")
+        else:
+            if lines and not lines[-1].endswith("\n"):
+                lines[-1] += "\n"
+            lines += [f"\n[{section}]\n", f"{key.upper()}={value}\n"]
+            headers[section] = len(lines) - 2
+    Path(path).write_text("".join(lines), encoding="utf-8")

@@ -117,10 +117,56 @@ def run_etl(cfg, max_errors=None, wait=True, s3=None):
     return result
 
 
+def load_staging_redshift(cfg, conn):
+    """COPY both sources from S3, inside the caller's transaction; return StagingResults."""
+    results = []
+    with conn.cursor() as cur:
+        cur.execute("LOCK staging_events, staging_songs")  # one load at a time, until commit
+        for q in sql_queries.clear_staging["redshift"]:
+            cur.execute(q)
+        for (source, (what, table)), copy in zip(staging.SOURCES.items(), sql_queries.copy_table_queries(cfg)):
+            started = time.monotonic()
+            log.info("staging %s: COPY from %s", what, getattr(cfg, source))
+            try:
+                cur.execute(copy)
+            except psycopg2.Error as e:
+                conn.rollback()
+                raise UserError(copy_failure(conn, cfg, table, e))
+            cur.execute(sql_queries.count_rows.format(table=table))
+            results.append(staging.StagingResult(source, loaded=cur.fetchone()[0],
+                                                 seconds=time.monotonic() - started))
+    return results
+
+
+def copy_failure(conn, cfg, table, error):
+    """Why a Redshift COPY failed, from its load-error table: file, line, column, reason."""
+    kind = "serverless" if "redshift-serverless" in cfg.host else "provisioned"
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql_queries.load_error_queries[kind])
+            rows = cur.fetchall()
+        conn.rollback()
+    except psycopg2.Error:
+        conn.rollback()
+        rows = []
+    lines = "".join(f"\n  {file}:{line}: {column}: {reason}" for file, line, column, reason in rows)
+    return f"COPY {table} failed: {first}; no star table was changed{lines}"
+
+
 def run_redshift(cfg):
-    """The whole load on Redshift, one transaction: COPY from S3 into staging, then the star."""
-    import redshift
-    return redshift.run_etl(cfg)
+    """The whole load on Redshift in one transaction: COPY from S3 into staging, then the star."""
+    result = EtlResult(new_run_id())
+    started = time.monotonic()
+    with db.connection(cfg) as conn:
+        db.require_tables(conn)
+        result.staged = load_staging_redshift(cfg, conn)
+        for r in result.staged:
+            result.steps[f"staging {staging.SOURCES[r.source][0]}"] = r.seconds
+        result.before, result.after, seconds = insert_star_tables(conn)
+        result.steps.update(seconds)
+    result.steps["total"] = time.monotonic() - started
+    return result
 
 
 def summary(result):

@@ -263,13 +263,13 @@ ORDER BY source DESC, file, line_no LIMIT %s"""
 def sql_literal(value, what, shape=None):
     """A configuration value as a SQL string literal: checked against its shape, then quoted.
 
-    A value with a quote, backslash or control character is refused, never escaped into SQL
-    it was not meant to be part of.
+    Quotes are doubled; a backslash (an escape character to Redshift) or a control character
+    is refused rather than escaped.
     """
     if shape is not None and not shape.match(value):
         raise UserError(f"{what} has an unexpected form: {value!r}")
-    if re.search(r"['\\\x00-\x1f\x7f]", value):
-        raise UserError(f"{what} contains a quote, backslash or control character: {value!r}")
+    if re.search(r"[\\\x00-\x1f\x7f]", value):
+        raise UserError(f"{what} contains a backslash or control character: {value!r}")
     return "'" + value.replace("'", "''") + "'"
 
 

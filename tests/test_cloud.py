@@ -1,0 +1,331 @@
+"""The Redshift path: cluster set-up and tear-down against moto, and every Redshift statement
+checked as text and by sqlglot's Redshift parser."""
+import dataclasses
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+import sqlglot
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+import config
+import db
+import etl
+import setup_cluster
+import sql_queries
+import teardown_cluster
+from cli import UserError
+from conftest import ROOT, run_script
+
+COURSE_CFG = """\
+# my course config
+[CLUSTER]
+HOST=''
+DB_NAME='dwh'
+DB_USER='dwhuser'
+DB_PASSWORD='Passw0rdX'
+DB_PORT=5439
+{cidr}
+
+[IAM_ROLE]
+ARN=''
+
+[S3]
+LOG_DATA='s3://udacity-dend/log_data'
+LOG_JSONPATH='s3://udacity-dend/log_json_path.json'
+SONG_DATA='s3://udacity-dend/song_data'
+
+[AWS]
+REGION=us-west-2
+
+[DWH]
+; cluster settings
+DWH_CLUSTER_TYPE=multi-node
+DWH_NUM_NODES=2
+DWH_NODE_TYPE=dc2.large
+DWH_IAM_ROLE_NAME=dwhRole
+DWH_CLUSTER_IDENTIFIER=dwhCluster
+DWH_DB=dwh
+DWH_DB_USER=dwhuser
+DWH_PORT=5439
+"""
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-west-2"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("DWH_DB_PASSWORD", raising=False)
+    with mock_aws():
+        yield {s: boto3.client(s, region_name="us-west-2") for s in ("iam", "redshift", "ec2")}
+
+
+def course_cfg(tmp_path, cidr=""):
+    path = tmp_path / "dwh.cfg"
+    path.write_text(COURSE_CFG.format(cidr=f"ALLOWED_CIDR={cidr}" if cidr else ""))
+    path.chmod(0o600)
+    return path
+
+
+def setup(path, **kw):
+    return setup_cluster.setup(config.load_config(str(path)), poll_seconds=0, **kw)
+
+
+def ingress_rules(aws, port=5439):
+    groups = aws["ec2"].describe_security_groups()["SecurityGroups"]
+    return [r["CidrIp"] for g in groups for p in g["IpPermissions"] if p.get("FromPort") == port
+            for r in p["IpRanges"]]
+
+
+def test_setup_creates_a_scoped_role_and_an_encrypted_private_cluster(aws, tmp_path):
+    host, arn = setup(course_cfg(tmp_path))
+    role = aws["iam"].get_role(RoleName="dwhRole")["Role"]
+    assert role["Arn"] == arn
+    trust = role["AssumeRolePolicyDocument"]
+    trust = json.loads(trust) if isinstance(trust, str) else trust
+    assert trust["Statement"][0]["Principal"] == {"Service": "redshift.amazonaws.com"}
+    policy = aws["iam"].get_role_policy(RoleName="dwhRole", PolicyName=setup_cluster.POLICY_NAME)["PolicyDocument"]
+    policy = json.loads(policy) if isinstance(policy, str) else policy
+    read, listing = policy["Statement"]
+    assert read["Action"] == ["s3:GetObject"]
+    assert read["Resource"] == ["arn:aws:s3:::udacity-dend/log_data*", "arn:aws:s3:::udacity-dend/log_json_path.json*",
+                                "arn:aws:s3:::udacity-dend/song_data*"]
+    assert listing["Resource"] == ["arn:aws:s3:::udacity-dend"]
+    assert not aws["iam"].list_attached_role_policies(RoleName="dwhRole")["AttachedPolicies"]  # no AmazonS3ReadOnlyAccess
+
+    cluster = aws["redshift"].describe_clusters(ClusterIdentifier="dwhCluster")["Clusters"][0]
+    assert (cluster["NodeType"], cluster["NumberOfNodes"], cluster["DBName"], cluster["MasterUsername"]) == (
+        "dc2.large", 2, "dwh", "dwhuser")
+    assert cluster["Encrypted"] is True and cluster["PubliclyAccessible"] is False
+    assert [r["IamRoleArn"] for r in cluster["IamRoles"]] == [arn]
+    assert host == cluster["Endpoint"]["Address"]
+    assert ingress_rules(aws) == []  # no port opened by default
+
+
+def test_setup_writes_host_and_arn_keeping_the_rest_of_the_file(aws, tmp_path):
+    path = course_cfg(tmp_path)
+    original = path.read_text()
+    host, arn = setup(path)
+    text = path.read_text()
+    assert f"HOST='{host}'" in text and f"ARN='{arn}'" in text
+    assert text.replace(f"'{host}'", "''").replace(f"'{arn}'", "''") == original
+    cfg = config.load_config(str(path))  # and a course user's file now drives the Redshift path
+    assert (cfg.engine, cfg.host, cfg.iam_role_arn) == ("redshift", host, arn)
+
+
+def test_ingress_for_exactly_the_configured_cidr(aws, tmp_path):
+    setup(course_cfg(tmp_path, cidr="203.0.113.7/32"))
+    assert ingress_rules(aws) == ["203.0.113.7/32"]
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
+def test_the_whole_internet_is_refused_unless_asked_for(aws, tmp_path, cidr):
+    path = course_cfg(tmp_path, cidr=cidr)
+    with pytest.raises(UserError, match="opens the database to the whole internet.*--allow-anywhere"):
+        setup(path)
+    assert aws["redshift"].describe_clusters()["Clusters"] == []  # refused before creating anything
+    if cidr == "0.0.0.0/0":
+        setup(path, allow_anywhere=True)
+        assert ingress_rules(aws) == ["0.0.0.0/0"]
+
+
+def test_second_setup_reuses_everything(aws, tmp_path, caplog):
+    path = course_cfg(tmp_path, cidr="198.51.100.0/24")
+    first = setup(path)
+    caplog.set_level("INFO", logger="sparkify")
+    caplog.clear()
+    assert setup(path) == first
+    assert "IAM role dwhRole exists; reusing it" in caplog.text
+    assert "cluster dwhCluster exists (available); reusing it" in caplog.text
+    assert "already open to 198.51.100.0/24" in caplog.text
+    assert len(aws["redshift"].describe_clusters()["Clusters"]) == 1
+    assert ingress_rules(aws) == ["198.51.100.0/24"]
+
+
+def test_teardown_removes_everything_and_clears_the_file(aws, tmp_path):
+    path = course_cfg(tmp_path, cidr="203.0.113.7/32")
+    setup(path)
+    teardown_cluster.teardown(config.load_config(str(path)), poll_seconds=0)
+    assert aws["redshift"].describe_clusters()["Clusters"] == []
+    assert ingress_rules(aws) == []
+    with pytest.raises(ClientError):
+        aws["iam"].get_role(RoleName="dwhRole")
+    assert "HOST=''" in path.read_text() and "ARN=''" in path.read_text()
+
+
+def test_teardown_keeps_a_final_snapshot_when_asked(aws, tmp_path):
+    path = course_cfg(tmp_path)
+    setup(path)
+    teardown_cluster.teardown(config.load_config(str(path)), final_snapshot="dwh-final", poll_seconds=0)
+    snapshots = aws["redshift"].describe_cluster_snapshots()["Snapshots"]
+    assert [s["SnapshotIdentifier"] for s in snapshots] == ["dwh-final"]
+
+
+def test_teardown_tolerates_a_half_deleted_state_and_reruns(aws, tmp_path):
+    path = course_cfg(tmp_path, cidr="203.0.113.7/32")
+    setup(path)
+    cfg = config.load_config(str(path))
+    aws["iam"].delete_role_policy(RoleName="dwhRole", PolicyName=setup_cluster.POLICY_NAME)
+    aws["redshift"].delete_cluster(ClusterIdentifier="dwhCluster", SkipFinalClusterSnapshot=True)
+    teardown_cluster.teardown(cfg, poll_seconds=0)
+    teardown_cluster.teardown(config.load_config(str(path)), poll_seconds=0)  # all gone already
+    assert aws["redshift"].describe_clusters()["Clusters"] == []
+    assert ingress_rules(aws) == []
+
+
+def test_teardown_needs_the_cluster_name_typed(aws, tmp_path):
+    path = course_cfg(tmp_path)
+    setup(path)
+    with pytest.raises(UserError, match="not confirmed: nothing was deleted"):
+        teardown_cluster.confirm("dwhCluster", None, answer="yes")
+    teardown_cluster.confirm("dwhCluster", None, answer="dwhCluster")
+    out = run_script("teardown_cluster.py", "--config", str(path))  # no terminal: nothing typed
+    assert out.returncode == 1 and "ALL DATA IN IT WILL BE GONE" in out.stderr
+    assert "not confirmed: nothing was deleted" in out.stderr
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda t: t.replace("DB_PASSWORD='Passw0rdX'", "DB_PASSWORD=''"), "no database password"),
+    (lambda t: t.replace("DB_PASSWORD='Passw0rdX'", "DB_PASSWORD='short'"), "password must be 8 to 64"),
+    (lambda t: t.replace("ALLOWED_CIDR=10.0.0.0/8", "ALLOWED_CIDR=not-a-cidr"), "ALLOWED_CIDR is not a CIDR"),
+    (lambda t: t.replace("LOG_DATA='s3://udacity-dend/log_data'", "LOG_DATA='logs'")
+                .replace("SONG_DATA='s3://udacity-dend/song_data'", "SONG_DATA='songs'")
+                .replace("LOG_JSONPATH='s3://udacity-dend/log_json_path.json'", ""),
+     "must be s3:// URIs for a Redshift cluster"),
+])
+def test_missing_or_bad_settings_are_one_clear_error(aws, tmp_path, edit, message):
+    path = course_cfg(tmp_path, cidr="10.0.0.0/8")
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(UserError, match=message):
+        setup(path)
+    assert aws["redshift"].describe_clusters()["Clusters"] == []
+
+
+def test_cluster_scripts_need_a_config_file(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DWH_CONFIG", raising=False)
+    with pytest.raises(UserError, match="setup_cluster.py needs a dwh.cfg"):
+        setup_cluster.setup(config.load_config())
+
+
+@pytest.mark.parametrize("code,message", [
+    ("InvalidClientTokenId", "AWS rejected the credentials"),
+    ("ClusterQuotaExceeded", "AWS quota reached"),
+    ("AccessDenied", "access denied"),
+])
+def test_aws_failures_become_one_line(code, message):
+    with pytest.raises(UserError, match=f"creating cluster x: {message}"):
+        with setup_cluster.aws_errors("creating cluster x"):
+            raise ClientError({"Error": {"Code": code, "Message": "m"}}, "CreateCluster")
+
+
+def test_cli_failure_is_one_line_without_traceback(aws, tmp_path):
+    path = course_cfg(tmp_path, cidr="0.0.0.0/0")
+    out = run_script("setup_cluster.py", "--config", str(path))
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "setup_cluster.py: error: [CLUSTER] ALLOWED_CIDR 0.0.0.0/0 opens the database to the whole internet; "
+        "name your own address (e.g. 203.0.113.7/32) or pass --allow-anywhere"]
+
+
+def test_update_file_adds_missing_keys_and_sections(tmp_path):
+    path = tmp_path / "x.cfg"
+    path.write_text("# top\n[cluster]\nhost = old  \n\n[S3]\nLOG_DATA=x\n")
+    config.update_file(path, {("CLUSTER", "HOST"): "new", ("CLUSTER", "DB_PORT"): "5439",
+                              ("IAM_ROLE", "ARN"): "arn"})
+    assert path.read_text() == "# top\n[cluster]\nDB_PORT=5439\nhost = new\n\n[S3]\nLOG_DATA=x\n\n[IAM_ROLE]\nARN=arn\n"
+
+
+# --- Redshift SQL ----------------------------------------------------------------------------
+REDSHIFT = config.Config(
+    engine="redshift", embedded=False, host="c.abc.us-west-2.redshift.amazonaws.com",
+    iam_role_arn="arn:aws:iam::123456789012:role/dwhRole", region="us-west-2",
+    song_data="s3://udacity-dend/song_data", log_data="s3://udacity-dend/log_data",
+    log_jsonpath="s3://udacity-dend/log_json_path.json", max_errors=7)
+
+
+def test_copy_statements_say_what_they_load_and_how():
+    songs, events = sql_queries.copy_table_queries(REDSHIFT)
+    assert " ".join(songs.split()) == (
+        "COPY staging_songs FROM 's3://udacity-dend/song_data' IAM_ROLE 'arn:aws:iam::123456789012:role/dwhRole' "
+        "REGION 'us-west-2' MAXERROR 7 COMPUPDATE OFF STATUPDATE OFF FORMAT AS JSON 'auto'")
+    assert " ".join(events.split()) == (
+        "COPY staging_events FROM 's3://udacity-dend/log_data' IAM_ROLE 'arn:aws:iam::123456789012:role/dwhRole' "
+        "REGION 'us-west-2' MAXERROR 7 COMPUPDATE OFF STATUPDATE OFF "
+        "FORMAT AS JSON 's3://udacity-dend/log_json_path.json'")
+    no_region = sql_queries.copy_table_queries(dataclasses.replace(REDSHIFT, region="", log_jsonpath="auto"))
+    assert "REGION" not in no_region[1] and no_region[1].endswith("FORMAT AS JSON 'auto'")
+
+
+@pytest.mark.parametrize("field,value", [
+    ("song_data", "s3://udacity-dend/song'data"),
+    ("log_data", "s3://udacity-dend/x' IAM_ROLE 'arn:aws:iam::999999999999:role/evil"),
+    ("log_jsonpath", "s3://bucket/p\\ath.json"),
+    ("iam_role_arn", "arn:aws:iam::123456789012:role/r'--"),
+    ("region", "us-west-2'; DROP TABLE users; --"),
+])
+def test_bad_values_never_reach_the_sql(field, value):
+    with pytest.raises(UserError):
+        sql_queries.copy_table_queries(dataclasses.replace(REDSHIFT, **{field: value}))
+
+
+def test_literals_are_quoted_and_junk_refused():
+    assert sql_queries.sql_literal("it's", "x") == "'it''s'"
+    for junk in ("a\\b", "a\nb", "a\x00b"):
+        with pytest.raises(UserError, match="backslash or control character"):
+            sql_queries.sql_literal(junk, "x")
+
+
+def redshift_statements():
+    return (sql_queries.create_table_queries["redshift"] + sql_queries.drop_table_queries
+            + sql_queries.insert_table_queries + [q for _, q in sql_queries.check_queries]
+            + [q for _, q in sql_queries.analytics_queries] + list(sql_queries.load_error_queries.values())
+            + sql_queries.clear_staging["redshift"] + sql_queries.copy_table_queries(REDSHIFT))
+
+
+@pytest.mark.parametrize("statement", redshift_statements(), ids=lambda q: " ".join(q.split())[:60])
+def test_every_redshift_statement_parses(statement):
+    parsed = sqlglot.parse_one(statement, read="redshift")
+    if statement.lstrip().upper().startswith("COPY") and isinstance(parsed, sqlglot.exp.Command):
+        pytest.skip("this sqlglot version does not parse Redshift COPY")
+    assert not isinstance(parsed, sqlglot.exp.Command), "parsed only as an opaque command"
+
+
+def test_redshift_ddl_states_the_physical_design():
+    ddl = {q.split()[2]: " ".join(q.split()) for q in sql_queries.create_table_queries["redshift"]}
+    for dim in ("users", "songs", "artists"):
+        assert ddl[dim].endswith("DISTSTYLE ALL") or "DISTSTYLE ALL SORTKEY" in ddl[dim]
+    assert ddl["songplays"].endswith("DISTKEY(start_time) SORTKEY(start_time)")
+    assert ddl["time"].endswith("DISTKEY(start_time) SORTKEY(start_time)")
+    assert "songplay_id BIGINT IDENTITY(0,1)" in ddl["songplays"]
+
+
+def test_shipped_jsonpaths_file_matches_the_staging_columns():
+    shipped = json.loads((ROOT / "data" / "log_json_path.json").read_text())
+    assert shipped == sql_queries.jsonpaths_document()
+    ddl = sql_queries.staging_table_create("staging_events", "redshift")
+    columns = [line.split()[0] for line in ddl.splitlines()[1:-1]]
+    assert [p.split("'")[1] for p in shipped["jsonpaths"]] == [k for _, k, _, _ in sql_queries.EVENT_FIELDS]
+    assert columns == [c for c, _, _, _ in sql_queries.EVENT_FIELDS]
+
+
+def test_failed_copy_reports_file_line_column_and_reason(warehouse):
+    """The failure path on a real connection, with a stand-in for Redshift's stl_load_errors."""
+    conn = db.connect(warehouse)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE stl_load_errors (filename TEXT, line_number INT, colname TEXT, "
+                        "err_reason TEXT, session INT, starttime TIMESTAMP DEFAULT now())")
+            cur.execute("INSERT INTO stl_load_errors (filename, line_number, colname, err_reason, session) VALUES "
+                        "('s3://b/log_data/2018-11-01-events.json  ', 17, 'ts  ', 'Invalid digit, Value ''a''', "
+                        "pg_backend_pid()), ('other-session', 1, 'x', 'y', -1)")
+        conn.commit()
+        message = etl.copy_failure(conn, REDSHIFT, "staging_events", Exception("Load into table failed"))
+    finally:
+        conn.close()
+    assert message.splitlines() == [
+        "COPY staging_events failed: Load into table failed; no star table was changed",
+        "  s3://b/log_data/2018-11-01-events.json:17: ts: Invalid digit, Value 'a'"]

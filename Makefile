@@ -25,8 +25,13 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q
 
-bench: $(VENV)/.installed-dev
-	$(PY) bench/run.py $(BENCH_ARGS)
+$(VENV)/.installed-bench: bench/requirements.txt $(VENV)/.installed
+	$(PIP) -r bench/requirements.txt
+	@touch $@
+
+# BENCH_ARGS="--scales 10000,100000" for a quicker run
+bench: $(VENV)/.installed-bench
+	$(PY) bench/run.py --compare duckdb $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .dwh .pytest_cache bench/out

@@ -33,12 +33,39 @@ def embedded_uri(data_dir):
             import pgserver
             _forget_dead_handles(data_dir)
             server = pgserver.get_server(data_dir, cleanup_mode="stop")
+            if _tune_for_bulk_loads(server.get_uri()):
+                server.cleanup()  # the last user stops it; the next start reads the new settings
+                server = pgserver.get_server(data_dir, cleanup_mode="stop")
     except OSError as e:
         raise UserError(f"cannot create the embedded database in {data_dir}: {e.strerror or e}")
     except Exception as e:
         raise UserError(f"the embedded PostgreSQL in {data_dir} did not start ({type(e).__name__}); "
                         f"its log is {data_dir / 'log'}")
     return server.get_uri()
+
+
+# The embedded server is ours: sized for loading a few GB of JSON on a laptop rather than for
+# PostgreSQL's conservative defaults (128MB shared buffers, 4MB WAL buffers, 1GB between checkpoints).
+EMBEDDED_SETTINGS = {"shared_buffers": "512MB", "wal_buffers": "64MB", "max_wal_size": "8GB",
+                     "checkpoint_timeout": "30min", "maintenance_work_mem": "256MB"}
+
+
+def _tune_for_bulk_loads(uri):
+    """Write EMBEDDED_SETTINGS once (ALTER SYSTEM); True if a restart is needed to apply them."""
+    conn = psycopg2.connect(uri)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT name FROM pg_settings WHERE name = ANY(%s) "
+                        "AND COALESCE(sourcefile, '') NOT LIKE '%%postgresql.auto.conf'", (list(EMBEDDED_SETTINGS),))
+            missing = [r[0] for r in cur.fetchall()]
+            for name in missing:
+                cur.execute(f"ALTER SYSTEM SET {name} = %s", (EMBEDDED_SETTINGS[name],))
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
+            alone = cur.fetchone()[0] == 1
+    finally:
+        conn.close()
+    return bool(missing) and alone
 
 
 def _forget_dead_handles(data_dir):

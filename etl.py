@@ -5,10 +5,13 @@ Running it again over the same input changes nothing; a later batch of logs adds
 plays and moves users to their newest level. Bad records are set aside in load_errors
 (up to --max-errors of them); past that nothing in the star tables changes.
 """
+import dataclasses
+import json
 import logging
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -49,10 +52,14 @@ def load_staging(cfg, conn, sources, run_id, s3=None):
         for q in sql_queries.clear_staging["postgres"]:
             cur.execute(q)
     conn.commit()
-    results = []
     for source, files in sources.items():
         log.info("staging %s: %d files", staging.SOURCES[source][0], len(files))
-        results.append(staging.load_source(cfg, source, files, run_id, s3))
+    # Both sources at once: song files are many and small (waiting on the file system),
+    # log files few and large (waiting on the database); together they keep every core busy.
+    with ThreadPoolExecutor(len(sources), thread_name_prefix="source") as pool:
+        futures = [pool.submit(staging.load_source, cfg, source, files, run_id, s3)
+                   for source, files in sources.items()]
+        results = [f.result() for f in futures]
     with conn.cursor() as cur:
         cur.execute("ANALYZE staging_events, staging_songs")  # the transform's plans need row counts
     conn.commit()
@@ -74,24 +81,24 @@ def check_set_aside(conn, staged, run_id, max_errors):
                     f"All of them: SELECT * FROM load_errors WHERE run_id = '{run_id}'")
 
 
-def insert_star_tables(conn):
+def insert_star_tables(conn, engine="postgres"):
     """Staging -> star tables and the checks, in one transaction; return (before, after, seconds)."""
     started = time.monotonic()
     before = db.row_counts(conn, sql_queries.STAR_TABLES)
     with conn.cursor() as cur:
-        for q in sql_queries.insert_table_queries:
+        for q in sql_queries.transform_settings[engine] + sql_queries.insert_table_queries:
             cur.execute(q)
     transform = time.monotonic() - started
-    check_star_tables(conn)
+    check_star_tables(conn, engine)
     after = db.row_counts(conn, sql_queries.TABLES)
     conn.commit()
     return before, after, {"star tables": transform, "checks": time.monotonic() - started - transform}
 
 
-def check_star_tables(conn):
+def check_star_tables(conn, engine="postgres"):
     """Each check counts rows that must not exist; any found rolls the whole transform back."""
     with conn.cursor() as cur:
-        for name, q in sql_queries.check_queries:
+        for name, q in sql_queries.check_queries[engine]:
             cur.execute(q)
             bad = cur.fetchone()[0]
             if bad:
@@ -163,7 +170,7 @@ def run_redshift(cfg):
         result.staged = load_staging_redshift(cfg, conn)
         for r in result.staged:
             result.steps[f"staging {staging.SOURCES[r.source][0]}"] = r.seconds
-        result.before, result.after, seconds = insert_star_tables(conn)
+        result.before, result.after, seconds = insert_star_tables(conn, "redshift")
         result.steps.update(seconds)
     result.steps["total"] = time.monotonic() - started
     return result
@@ -186,12 +193,17 @@ def summary(result):
     return "\n".join(out)
 
 
+def as_json(result):
+    return json.dumps({"run_id": result.run_id, "steps": result.steps, "before": result.before,
+                       "after": result.after, "staged": [dataclasses.asdict(r) for r in result.staged]})
+
+
 def main(cfg, args):
     if cfg.engine == "redshift":
         result = run_redshift(cfg)
     else:
         result = run_etl(cfg, args.max_errors, wait=not args.no_wait)
-    print(summary(result))
+    print(as_json(result) if args.json else summary(result))
 
 
 def non_negative(text):
@@ -204,6 +216,7 @@ def add_arguments(p):
     p.add_argument("--max-errors", type=non_negative, metavar="N", default=None,
                    help="set aside up to N bad records and load the rest "
                         "(default: [ETL] MAX_ERRORS, else 0)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-wait", action="store_true",
                    help="if another etl.py is loading this warehouse, stop instead of waiting")
 

@@ -27,7 +27,7 @@ from cli import UserError
 
 log = logging.getLogger("sparkify")
 
-BLOCK = 4 << 20              # bytes read from a source at a time
+BLOCK = 1 << 20              # bytes read from a source at a time: bounds memory per loader
 MAX_RECORD = 64 << 20        # a longer line (or song file) is refused
 ERRORS_KEPT = 1000           # Python-side bad records kept per shard (all are counted)
 BOM = b"\xef\xbb\xbf"
@@ -274,7 +274,8 @@ def shards(files, n):
 
 
 def worker_count(cfg):
-    return cfg.workers or os.cpu_count() or 2
+    """Two connections per core: while one streams its files, another casts its rows."""
+    return cfg.workers or 2 * (os.cpu_count() or 1)
 
 
 def load_source(cfg, source, files, run_id, s3=None, workers=None):
@@ -324,12 +325,18 @@ def load_shard(cfg, source, files, run_id, s3, progress, cancel, connections):
                       "raw_files_insert", "rejects_to_load_errors", "count_rejects")}
     try:
         with conn.cursor() as cur:
+            for setting in sql_queries.staging_settings:
+                cur.execute(setting)
             for name in ("raw_table_create", "raw_files_create", "rejects_create"):
                 cur.execute(q[name])
             stream = RowStream(files, source == "song_data", s3, run_id, source, progress, cancel)
+            started = time.monotonic()
             cur.copy_expert(q["raw_copy"], stream, size=BLOCK)
+            copied = time.monotonic()
             psycopg2.extras.execute_values(cur, q["raw_files_insert"], stream.file_rows)
             loaded = cast_to_staging(cur, table, raw)
+            log.debug("%s shard: %d files, %d rows: COPY %.2f s, cast %.2f s", what, len(files), stream.rows,
+                      copied - started, time.monotonic() - copied)
             cur.execute(q["rejects_to_load_errors"], {"run_id": run_id, "source": source})
             if stream.errors:
                 psycopg2.extras.execute_values(cur, sql_queries.load_errors_insert, stream.errors)

@@ -1,0 +1,149 @@
+"""The benchmark: build the warehouse from generated data at several scales with the real
+scripts, each on a fresh embedded database, and (with --compare duckdb) the same star schema
+built by DuckDB from the same files in the same run.
+
+    python bench/run.py [--scales 10000,100000,1000000] [--compare duckdb]
+
+Prints a table and writes bench/out/results.json. Counts are checked against what the
+generator says a correct load gives; a wrong count fails the run.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import generate  # noqa: E402
+
+TABLES = ("staging_events", "staging_songs", "songplays", "users", "songs", "artists", "time")
+
+
+def run_measured(cmd):
+    """Wall seconds, peak RSS (MB) and stdout of one process."""
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - started
+    if status:
+        sys.exit(f"{' '.join(map(str, cmd))} failed:\n{err.decode()}")
+    return wall, usage.ru_maxrss / 1024, out.decode()
+
+
+def dataset(out, events, seed):
+    songs = max(20, events // 50)
+    folder = out / f"data-{events}"
+    manifest = folder / "manifest.json"
+    if manifest.exists():
+        m = json.loads(manifest.read_text())
+        if (m["events"], m["songs"], m["seed"]) == (events, songs, seed):
+            return folder, m
+    started = time.monotonic()
+    m = generate.generate(folder, events, songs, seed)
+    print(f"  generated {events:,} events, {songs:,} song files in {time.monotonic() - started:.1f} s", flush=True)
+    return folder, m
+
+
+def ours(out, folder, events, workers):
+    pgdata = out / f"pg-{events}"
+    shutil.rmtree(pgdata, ignore_errors=True)
+    cfg = out / f"bench-{events}.cfg"
+    cfg.write_text(f"[LOCAL]\nDATA_DIR = {pgdata}\n[S3]\nSONG_DATA = {folder / 'song_data'}\n"
+                   f"LOG_DATA = {folder / 'log_data'}\n[ETL]\nWORKERS = {workers}\n")
+    py = sys.executable
+    run_measured([py, "create_tables.py", "--config", str(cfg)])  # also starts the server: not timed
+    wall, rss, stdout = run_measured([py, "etl.py", "--config", str(cfg), "--json"])
+    result = json.loads(stdout)
+    _, _, matched = run_measured([py, "analytics.py", "--config", str(cfg), "--csv",
+                                  "--sql", "SELECT COUNT(song_id) FROM songplays"])
+    counts = {t: result["after"][t] for t in TABLES}
+    counts["matched"] = int(matched.splitlines()[1])
+    steps = result["steps"]
+    shutil.rmtree(pgdata, ignore_errors=True)
+    return {"wall": wall, "rss_mb": rss, "counts": counts,
+            "phases": {k: steps.get(k) for k in ("staging songs", "staging events", "star tables", "checks")}}
+
+
+def duck(out, folder, events):
+    db_file = out / f"duck-{events}.db"
+    db_file.unlink(missing_ok=True)
+    wall, rss, stdout = run_measured([sys.executable, str(HERE / "duckdb_load.py"), str(folder / "song_data"),
+                                      str(folder / "log_data"), str(db_file)])
+    db_file.unlink(missing_ok=True)
+    result = json.loads(stdout)
+    return {"wall": wall, "rss_mb": rss, "counts": result["counts"], "phases": result["steps"]}
+
+
+def check(name, got, expected):
+    wrong = {k: (got.get(k), v) for k, v in expected.items() if got.get(k) != v}
+    if wrong:
+        sys.exit(f"{name}: wrong counts (got, expected): {wrong}")
+
+
+def machine():
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+
+
+def report(rows, compare):
+    head = (f"{'events':>10} {'songs':>7} {'stg songs':>10} {'stg events':>11} {'star':>7} {'checks':>7} "
+            f"{'total s':>8} {'events/s':>9} {'peak MB':>8}")
+    if compare:
+        head += f" {'duckdb s':>9} {'duck MB':>8} {'ratio':>6}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        o, p = r["ours"], r["ours"]["phases"]
+        line = (f"{r['events']:>10,} {r['songs']:>7,} {p['staging songs']:>10.2f} {p['staging events']:>11.2f} "
+                f"{p['star tables']:>7.2f} {p['checks']:>7.2f} {o['wall']:>8.2f} {r['events'] / o['wall']:>9,.0f} "
+                f"{o['rss_mb']:>8.0f}")
+        if compare:
+            d = r["duckdb"]
+            line += f" {d['wall']:>9.2f} {d['rss_mb']:>8.0f} {o['wall'] / d['wall']:>6.2f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scales", default="10000,100000,1000000", help="event counts, comma-separated")
+    p.add_argument("--compare", choices=["duckdb"], help="build the same schema with DuckDB too")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--workers", type=int, default=0, help="[ETL] WORKERS (default: two per core)")
+    p.add_argument("--out", default=str(HERE / "out"))
+    args = p.parse_args(argv)
+    if args.compare == "duckdb":
+        try:
+            import duckdb  # noqa: F401
+        except ImportError:
+            sys.exit("--compare duckdb needs duckdb: .venv/bin/pip install duckdb (bench only)")
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for events in (int(s) for s in args.scales.split(",")):
+        print(f"scale {events:,} events", flush=True)
+        folder, manifest = dataset(out, events, args.seed)
+        row = {"events": events, "songs": manifest["songs"], "ours": ours(out, folder, events, args.workers)}
+        check("ours", row["ours"]["counts"], manifest["expected"])
+        if args.compare:
+            row["duckdb"] = duck(out, folder, events)
+            check("duckdb", row["duckdb"]["counts"], manifest["expected"])
+        rows.append(row)
+        print(f"  ours {row['ours']['wall']:.2f} s" + (f", duckdb {row['duckdb']['wall']:.2f} s" if args.compare else ""),
+              flush=True)
+    table = report(rows, args.compare)
+    print("\n" + table)
+    results = {"machine": machine(), "rows": rows, "table": table}
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nmachine: {results['machine']}\nwritten: {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

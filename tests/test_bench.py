@@ -1,0 +1,63 @@
+"""The benchmark's parts, for correctness only (timings live in `make bench`): the generator is
+deterministic and its data loads to the counts it predicts; the parallel loader gives exactly
+what a single connection gives."""
+import dataclasses
+import hashlib
+import sys
+
+import etl
+from conftest import ROOT, counts, query, reset, table
+
+sys.path.insert(0, str(ROOT / "bench"))
+import generate  # noqa: E402
+
+STAR = ("songplays", "users", "songs", "artists", "time")
+
+
+def digest(folder):
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+    a = generate.generate(tmp_path / "a", events=3000, songs=60, seed=7)
+    b = generate.generate(tmp_path / "b", events=3000, songs=60, seed=7)
+    c = generate.generate(tmp_path / "c", events=3000, songs=60, seed=8)
+    assert a == b and digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert digest(tmp_path / "a") != digest(tmp_path / "c")
+
+
+def test_generated_data_has_the_course_shape(tmp_path):
+    generate.generate(tmp_path, events=500, songs=20, seed=1, days=5)
+    songs = sorted((tmp_path / "song_data").rglob("*.json"))
+    logs = sorted((tmp_path / "log_data").rglob("*.json"))
+    assert len(songs) == 20 and all(len(p.relative_to(tmp_path / "song_data").parts) == 4 for p in songs)
+    assert [p.name for p in logs] == [f"2018-11-0{d}-events.json" for d in range(1, 6)]
+    assert sum(len(p.read_bytes().splitlines()) for p in logs) == 500
+
+
+def test_generated_data_loads_to_the_predicted_counts(make_cfg, tmp_path):
+    manifest = generate.generate(tmp_path / "data", events=4000, songs=80, seed=3)
+    cfg = make_cfg(songs=tmp_path / "data" / "song_data", logs=tmp_path / "data" / "log_data")
+    reset(cfg)
+    etl.run_etl(cfg)
+    got = counts(cfg)
+    got["matched"] = query(cfg, "SELECT COUNT(song_id) FROM songplays")[0][0]
+    expected = manifest["expected"]
+    assert {k: got[k] for k in expected} == expected
+    assert 0 < expected["matched"] < expected["songplays"]
+    assert query(cfg, "SELECT COUNT(*) FROM users WHERE level = 'paid'")[0][0] > 0
+
+
+def test_parallel_load_equals_single_connection_load(make_cfg, tmp_path):
+    generate.generate(tmp_path / "data", events=6000, songs=90, seed=5)
+    base = make_cfg(songs=tmp_path / "data" / "song_data", logs=tmp_path / "data" / "log_data")
+    results = []
+    for workers in (1, 5):
+        cfg = dataclasses.replace(base, workers=workers)
+        reset(cfg)
+        etl.run_etl(cfg)
+        results.append({t: table(cfg, t) for t in STAR + ("staging_events", "staging_songs")})
+    assert results[0] == results[1]

@@ -146,7 +146,7 @@ def load_config(explicit=None, environ=None):
 
 
 def build_config(sections, path, environ):
-    get = _getter(sections, path)
+    get = _getter(sections)
     base = path.resolve().parent
     host = get("CLUSTER", "host")
     engine = get("CLUSTER", "engine").lower() or ("redshift" if REDSHIFT_HOST.search(host) else "postgres")
@@ -213,7 +213,7 @@ def build_cluster(get, path):
     )
 
 
-def _getter(sections, path):
+def _getter(sections):
     def get(section, key):
         return sections.get(section, {}).get(key, "")
     return get

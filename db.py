@@ -132,7 +132,8 @@ def missing_tables(conn, tables=sql_queries.TABLES):
     with conn.cursor() as cur:
         cur.execute(sql_queries.existing_tables, (tuple(tables),))
         found = {r[0] for r in cur.fetchall()}
-    conn.rollback() if not conn.autocommit else None
+    if not conn.autocommit:
+        conn.rollback()
     return [t for t in tables if t not in found]
 
 

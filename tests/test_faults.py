@@ -47,16 +47,39 @@ def expected(batches):
 
 
 @contextlib.contextmanager
-def time_table_locked(cfg):
-    """Hold a lock that lets etl.py read but not insert into `time`: it stops mid-transform."""
+def table_locked(cfg, name="time"):
+    """Hold a lock that lets etl.py read but not insert into a table: it stops there. On
+    `time` that is mid-transform (songs, artists, users and songplays already inserted)."""
     conn = db.connect(cfg)
     with conn.cursor() as cur:
-        cur.execute("LOCK TABLE time IN SHARE MODE")
+        cur.execute(f"LOCK TABLE {name} IN SHARE MODE")
     try:
         yield
     finally:
         conn.rollback()
         conn.close()
+
+
+def stopped_at(cfg, table, condition, stop):
+    """Start etl.py, let it block at `table`, then stop(proc, backend pid). Returns (proc, stderr)."""
+    with table_locked(cfg, table):
+        proc = etl_process(cfg)
+        backend = wait_for_backend(cfg, condition)
+        stop(proc, backend)
+        _, err = proc.communicate(timeout=60)
+    return proc, err
+
+
+def wait_until_rolled_back(cfg, timeout=30):
+    """After a client is killed, the server notices and rolls its transaction back."""
+    deadline = time.monotonic() + timeout
+    while query(cfg, "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'sparkify' "
+                     "AND pid <> pg_backend_pid()")[0][0] and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def sigkill(proc, backend):
+    proc.send_signal(signal.SIGKILL)
 
 
 def etl_process(cfg, *args):
@@ -82,11 +105,8 @@ BLOCKED_MID_TRANSFORM = "wait_event_type = 'Lock' AND query LIKE '%INSERT INTO t
 def test_backend_terminated_mid_transform_changes_nothing_and_rerun_completes(batches, expected):
     a, b = batches
     before = star(b)
-    with time_table_locked(b):
-        proc = etl_process(b)
-        backend = wait_for_backend(b, BLOCKED_MID_TRANSFORM)
-        query(b, "SELECT pg_terminate_backend(%s)", (backend,))
-        out, err = proc.communicate(timeout=60)
+    proc, err = stopped_at(b, "time", BLOCKED_MID_TRANSFORM,
+                           lambda proc, backend: query(b, "SELECT pg_terminate_backend(%s)", (backend,)))
     assert proc.returncode == 1
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("etl.py: error:")
     assert star(b) == before
@@ -94,35 +114,15 @@ def test_backend_terminated_mid_transform_changes_nothing_and_rerun_completes(ba
     assert star(b) == expected
 
 
-def test_process_killed_mid_transform_changes_nothing_and_rerun_completes(batches, expected):
+@pytest.mark.parametrize("table,condition", [
+    ("time", BLOCKED_MID_TRANSFORM),  # mid-transform
+    ("load_errors", "wait_event_type = 'Lock' AND query LIKE '%INSERT INTO load_errors%'"),  # mid-staging
+])
+def test_process_killed_changes_nothing_and_rerun_completes(batches, expected, table, condition):
     a, b = batches
     before = star(b)
-    with time_table_locked(b):
-        proc = etl_process(b)
-        wait_for_backend(b, BLOCKED_MID_TRANSFORM)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    wait_gone = time.monotonic() + 30  # the server notices the dead client and rolls back
-    while query(b, "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'sparkify' "
-                   "AND pid <> pg_backend_pid()")[0][0] and time.monotonic() < wait_gone:
-        time.sleep(0.1)
-    assert star(b) == before
-    etl.run_etl(b)
-    assert star(b) == expected
-
-
-def test_process_killed_while_staging_changes_nothing(batches, expected):
-    a, b = batches
-    before = star(b)
-    conn = db.connect(b)
-    with conn.cursor() as cur:
-        cur.execute("LOCK TABLE load_errors IN SHARE MODE")  # a worker has cast its rows, then waits
-        proc = etl_process(b)
-        wait_for_backend(b, "wait_event_type = 'Lock' AND query LIKE '%INSERT INTO load_errors%'")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    conn.rollback()
-    conn.close()
+    stopped_at(b, table, condition, sigkill)
+    wait_until_rolled_back(b)
     assert star(b) == before
     etl.run_etl(b)
     assert star(b) == expected
@@ -131,11 +131,7 @@ def test_process_killed_while_staging_changes_nothing(batches, expected):
 def test_ctrl_c_stops_promptly_with_130_and_changes_nothing(batches):
     a, b = batches
     before = star(b)
-    with time_table_locked(b):
-        proc = etl_process(b)
-        wait_for_backend(b, BLOCKED_MID_TRANSFORM)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+    proc, err = stopped_at(b, "time", BLOCKED_MID_TRANSFORM, lambda proc, backend: proc.send_signal(signal.SIGINT))
     assert proc.returncode == 130
     assert err.strip().splitlines()[-1] == "etl.py: interrupted; nothing was committed by the step that was running"
     assert "Traceback" not in err

@@ -5,6 +5,7 @@ Running it again over the same input changes nothing; a later batch of logs adds
 plays and moves users to their newest level. Bad records are set aside in load_errors
 (up to --max-errors of them); past that nothing in the star tables changes.
 """
+import argparse
 import dataclasses
 import json
 import logging
@@ -32,6 +33,14 @@ class EtlResult:
     before: dict = field(default_factory=dict)      # star table -> rows before the run
     after: dict = field(default_factory=dict)       # every table -> rows after the run
     steps: dict = field(default_factory=dict)       # step -> seconds
+
+    def record_staging(self, staged):
+        self.staged = staged
+        self.steps.update({f"staging {staging.SOURCES[r.source][0]}": r.seconds for r in staged})
+
+    def record_star(self, star):
+        self.before, self.after, seconds = star
+        self.steps.update(seconds)
 
 
 def new_run_id():
@@ -114,12 +123,9 @@ def run_etl(cfg, max_errors=None, wait=True, s3=None):
         db.require_tables(conn)
         with db.etl_lock(conn, wait):
             sources, s3 = find_sources(cfg, s3)
-            result.staged = load_staging(cfg, conn, sources, result.run_id, s3)
-            for r in result.staged:
-                result.steps[f"staging {staging.SOURCES[r.source][0]}"] = r.seconds
+            result.record_staging(load_staging(cfg, conn, sources, result.run_id, s3))
             check_set_aside(conn, result.staged, result.run_id, max_errors)
-            result.before, result.after, seconds = insert_star_tables(conn)
-            result.steps.update(seconds)
+            result.record_star(insert_star_tables(conn))
     result.steps["total"] = time.monotonic() - started
     return result
 
@@ -167,11 +173,8 @@ def run_redshift(cfg):
     started = time.monotonic()
     with db.connection(cfg) as conn:
         db.require_tables(conn)
-        result.staged = load_staging_redshift(cfg, conn)
-        for r in result.staged:
-            result.steps[f"staging {staging.SOURCES[r.source][0]}"] = r.seconds
-        result.before, result.after, seconds = insert_star_tables(conn, "redshift")
-        result.steps.update(seconds)
+        result.record_staging(load_staging_redshift(cfg, conn))
+        result.record_star(insert_star_tables(conn, "redshift"))
     result.steps["total"] = time.monotonic() - started
     return result
 
@@ -208,7 +211,7 @@ def main(cfg, args):
 
 def non_negative(text):
     if not text.isdigit():
-        raise __import__("argparse").ArgumentTypeError(f"must be a whole number >= 0, not {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text!r}")
     return int(text)
 
 

@@ -201,13 +201,14 @@ def ingress_permission(cfg, cidr):
 
 def open_port(ec2, cfg, cluster, cidr):
     """Allow cidr (and nothing wider) to reach the cluster's port; reuse an existing rule."""
+    from botocore.exceptions import ClientError
     group = security_group_id(ec2, cfg, cluster)
     with aws_errors(f"opening port {cfg.cluster.port} to {cidr}"):
         try:
             ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[ingress_permission(cfg, cidr)])
             log.info("opened port %d of security group %s to %s", cfg.cluster.port, group, cidr)
-        except Exception as e:
-            if getattr(e, "response", None) and error_code(e) == "InvalidPermission.Duplicate":
+        except ClientError as e:
+            if error_code(e) == "InvalidPermission.Duplicate":
                 log.info("port %d of %s is already open to %s; reusing the rule", cfg.cluster.port, group, cidr)
             else:
                 raise

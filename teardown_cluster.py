@@ -49,6 +49,7 @@ def delete_cluster(redshift, cfg, final_snapshot, poll_seconds):
 
 def close_port(ec2, cfg, cluster):
     """Remove the ingress rule setup_cluster.py made, if it is there."""
+    from botocore.exceptions import ClientError
     cidr = cfg.cluster.allowed_cidr
     if not cidr:
         return False
@@ -56,8 +57,8 @@ def close_port(ec2, cfg, cluster):
         group = security_group_id(ec2, cfg, cluster)
         try:
             ec2.revoke_security_group_ingress(GroupId=group, IpPermissions=[ingress_permission(cfg, cidr)])
-        except Exception as e:
-            if getattr(e, "response", None) and error_code(e) == "InvalidPermission.NotFound":
+        except ClientError as e:
+            if error_code(e) == "InvalidPermission.NotFound":
                 return False
             raise
     log.info("closed port %d of %s to %s", cfg.cluster.port, group, cidr)

@@ -121,7 +121,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.compare == "duckdb":
         try:
-            import duckdb  # noqa: F401
+            import duckdb  # noqa: F401  (only: is it installed?)
         except ImportError:
             sys.exit("--compare duckdb needs duckdb: .venv/bin/pip install duckdb (bench only)")
     out = Path(args.out).resolve()

@@ -2,7 +2,6 @@
 checked as text and by sqlglot's Redshift parser."""
 import dataclasses
 import json
-from pathlib import Path
 
 import boto3
 import pytest

@@ -32,9 +32,12 @@ def embedded_uri(data_dir):
             warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
             import pgserver
             _forget_dead_handles(data_dir)
+            created = not (data_dir / "PG_VERSION").exists()
             server = pgserver.get_server(data_dir, cleanup_mode="stop")
-            if _tune_for_bulk_loads(server.get_uri()):
-                server.cleanup()  # the last user stops it; the next start reads the new settings
+            if _tune_for_bulk_loads(server.get_uri()) and created:
+                # Only a server this call created is restarted at once; any other reads the
+                # settings at its next start (it stops when the last script using it exits).
+                server.cleanup()
                 server = pgserver.get_server(data_dir, cleanup_mode="stop")
     except OSError as e:
         raise UserError(f"cannot create the embedded database in {data_dir}: {e.strerror or e}")
@@ -51,7 +54,8 @@ EMBEDDED_SETTINGS = {"shared_buffers": "512MB", "wal_buffers": "64MB", "max_wal_
 
 
 def _tune_for_bulk_loads(uri):
-    """Write EMBEDDED_SETTINGS once (ALTER SYSTEM); True if a restart is needed to apply them."""
+    """Write EMBEDDED_SETTINGS once (ALTER SYSTEM); True if a restart is needed to apply them
+    and this is the only connection."""
     conn = psycopg2.connect(uri)
     conn.autocommit = True
     try:

@@ -70,7 +70,9 @@ def load_staging(cfg, conn, sources, run_id, s3=None):
                    for source, files in sources.items()]
         results = [f.result() for f in futures]
     with conn.cursor() as cur:
-        cur.execute("ANALYZE staging_events, staging_songs")  # the transform's plans need row counts
+        # The transform's plans need row counts and rough distinct counts: a small sample will do.
+        cur.execute("SET LOCAL default_statistics_target = 10")
+        cur.execute("ANALYZE staging_events, staging_songs")
     conn.commit()
     return results
 
@@ -90,12 +92,41 @@ def check_set_aside(conn, staged, run_id, max_errors):
                     f"All of them: SELECT * FROM load_errors WHERE run_id = '{run_id}'")
 
 
-def insert_star_tables(conn, engine="postgres"):
-    """Staging -> star tables and the checks, in one transaction; return (before, after, seconds)."""
+def prepare_table(cfg, table):
+    """One scratch table of the transform's prepared rows, on its own connection; return seconds."""
+    started = time.monotonic()
+    with db.connection(cfg) as conn:
+        with conn.cursor() as cur:
+            for q in sql_queries.transform_settings["postgres"] + sql_queries.prepare_queries[table]:
+                cur.execute(q.format(**sql_queries.DIALECT["postgres"]))
+        conn.commit()
+    log.debug("prepared %s: %.2f s", table, time.monotonic() - started)
+    return time.monotonic() - started
+
+
+def insert_star_tables(conn, engine="postgres", prepared=None):
+    """Staging -> star tables and the checks, in one transaction; return (before, after, seconds).
+
+    prepared: {scratch table: future} when other connections are preparing the scratch tables
+    (PostgreSQL); each is waited for just before the first statement that reads it. Without
+    it the scratch tables are made here, in this transaction (Redshift).
+    """
     started = time.monotonic()
     before = db.row_counts(conn, sql_queries.STAR_TABLES)
     with conn.cursor() as cur:
-        for q in sql_queries.transform_settings[engine] + sql_queries.insert_table_queries:
+        for q in sql_queries.transform_settings[engine]:
+            cur.execute(q)
+        if prepared is None:
+            for table in sql_queries.SCRATCH_TABLES:
+                for q in sql_queries.prepare_queries[table]:
+                    cur.execute(q.format(**sql_queries.DIALECT[engine]))
+        for needs, q in sql_queries.apply_queries:
+            if prepared and needs:
+                prepared[needs].result()
+            step = time.monotonic()
+            cur.execute(q)
+            log.debug("%s: %d rows, %.2f s", " ".join(q.split()[:3]), cur.rowcount, time.monotonic() - step)
+        for q in sql_queries.drop_scratch:
             cur.execute(q)
     transform = time.monotonic() - started
     check_star_tables(conn, engine)
@@ -125,7 +156,12 @@ def run_etl(cfg, max_errors=None, wait=True, s3=None):
             sources, s3 = find_sources(cfg, s3)
             result.record_staging(load_staging(cfg, conn, sources, result.run_id, s3))
             check_set_aside(conn, result.staged, result.run_id, max_errors)
-            result.record_star(insert_star_tables(conn))
+            # The heavy SELECTs run on their own connections, one per core; this one applies
+            # their results to the star tables as each is ready.
+            with ThreadPoolExecutor(min(len(sql_queries.SCRATCH_TABLES), os.cpu_count() or 1),
+                                    thread_name_prefix="prepare") as pool:
+                prepared = {t: pool.submit(prepare_table, cfg, t) for t in sql_queries.SCRATCH_TABLES}
+                result.record_star(insert_star_tables(conn, "postgres", prepared))
     result.steps["total"] = time.monotonic() - started
     return result
 

@@ -6,7 +6,8 @@ Read top to bottom it is the schema: staging tables (the raw fields), the star
 S3), and the transform, which is one text for both engines.
 
 The scripts iterate the lists at the bottom: drop_table_queries,
-create_table_queries[engine], insert_table_queries, check_queries, and for
+create_table_queries[engine], prepare_queries and apply_queries (transform_queries(engine) in
+one session), check_queries, and for
 Redshift copy_table_queries(config).
 """
 import re
@@ -17,6 +18,7 @@ from config import REGION, ROLE_ARN, S3_URI
 TABLES = ("staging_events", "staging_songs", "songplays", "users", "songs", "artists", "time",
           "load_errors")
 STAR_TABLES = ("songplays", "users", "songs", "artists", "time")
+SCRATCH_TABLES = ("new_plays", "new_times", "latest_users")  # the transform's prepared rows
 
 # --- Engine differences, side by side. Everything not named here is one text. -------------
 DIALECT = {
@@ -27,6 +29,7 @@ DIALECT = {
         "all": "",
         "by_time": "",
         "by_song": "",
+        "scratch": "UNLOGGED TABLE",   # the transform's prepared rows, shared between connections
     },
     "redshift": {
         "staging": "TABLE",
@@ -37,6 +40,7 @@ DIALECT = {
         # and sorting on it lets time-range queries skip blocks.
         "by_time": "DISTKEY(start_time) SORTKEY(start_time)",
         "by_song": "SORTKEY(song_id)",
+        "scratch": "TEMP TABLE",       # the transform's prepared rows, inside the load's transaction
     },
 }
 
@@ -170,7 +174,7 @@ CREATE TABLE load_errors (
 songplay_key_index = ("CREATE UNIQUE INDEX songplays_event_key "
                       "ON songplays (session_id, item_in_session, start_time)")
 
-drop_table_queries = [f"DROP TABLE IF EXISTS {t}" for t in TABLES]
+drop_table_queries = [f"DROP TABLE IF EXISTS {t}" for t in TABLES + SCRATCH_TABLES]
 
 
 def _create_queries(engine):
@@ -209,24 +213,47 @@ def _field_value(source, key, sql_type):
     return value if is_text(sql_type) else f"NULLIF({value}, '')"
 
 
-def staging_cast(table, raw):
-    """Typed staging rows from raw JSON text: one statement, no per-row round trips.
+def _cast(table, sources, where):
+    """INSERT INTO a staging table the typed fields of each JSON text x.line from `sources`.
 
-    Raises on the first bad record; then staging_rejects() finds them all and this runs again
-    without them (clean data pays for one parse per record, not for the checks). The json type
-    parses faster than jsonb; a record with an escaped NUL goes through jsonb, which refuses it
-    as the checks do.
+    The json type parses faster than jsonb; a record with an escaped NUL goes through jsonb,
+    which refuses it as the checks do.
     """
     fields = STAGING_FIELDS[table]
     cols = ", ".join(c for c, _, _, _ in fields)
     exprs = ", ".join(_field_value("r", k, t) + ("" if is_text(t) else f"::{t}") for _, k, t, _ in fields)
-    record = ", ".join(f'"{k}" TEXT' for _, k, _, _ in fields)
+    # Text fields are read straight into their VARCHAR type (one input call that also checks
+    # the length); other fields as text, so that an empty string can become NULL.
+    record = ", ".join(f'"{k}" {t if is_text(t) else "TEXT"}' for _, k, t, _ in fields)
     as_json = "CASE WHEN strpos(x.line, '\\u0000') > 0 THEN x.line::jsonb::json ELSE x.line::json END"
     return (f"INSERT INTO {table} ({cols})\n"
             f"SELECT {exprs}\n"
-            f"FROM {raw} x, json_to_record({as_json}) AS r({record})\n"
-            f"WHERE {NOT_BLANK}\n"
-            f"  AND NOT EXISTS (SELECT 1 FROM {raw}_rejects b WHERE b.id = x.id)")
+            f"FROM {sources},\n     json_to_record({as_json}) AS r({record})\n"
+            f"WHERE {where}")
+
+
+def staging_cast(table, raw):
+    """Typed staging rows from the raw rows: one statement, no per-row round trips.
+
+    Raises on the first bad record; then staging_rejects() finds them all and this runs again
+    without them (clean data pays for one parse per record, not for the checks).
+    """
+    return _cast(table, f"{raw} x", f"{NOT_BLANK}\n  AND NOT EXISTS (SELECT 1 FROM {raw}_rejects b WHERE b.id = x.id)")
+
+
+# The embedded server's fast path: it reads the local files itself (pg_read_file; the embedded
+# server's user is a superuser) and casts their lines in the same statement, with no trip
+# through the client and no raw table. Any failure (a bad record, bytes that are not UTF-8, a
+# byte-order mark, a file the server may not read) rolls it back and those files take the COPY
+# path, which finds and sets aside each bad record. The paths are a bound parameter.
+SERVER_LINES = {
+    "staging_events": "string_to_table(pg_read_file(f.path), E'\\n') AS x(line)",  # a record per line
+    "staging_songs": "LATERAL (SELECT pg_read_file(f.path) AS line) x",              # a record per file
+}
+
+
+def server_read_cast(table):
+    return _cast(table, f"unnest(%(paths)s::text[]) AS f(path),\n     {SERVER_LINES[table]}", "x.line <> ''")
 
 
 def staging_rejects(table, raw):
@@ -332,6 +359,60 @@ staging_settings = ["SET temp_buffers = '256MB'", "SET work_mem = '128MB'", "SET
 EVENT_TIME = ("TIMESTAMP 'epoch' + ts / 1000 * INTERVAL '1 second' "
               "+ ts % 1000 * INTERVAL '1 millisecond'")
 
+# Two stages. Prepare: each heavy SELECT (the batch's plays, deduplicated and matched to the
+# catalogue; their distinct times; each user's latest state) into a scratch table. PostgreSQL
+# runs these side by side on their own connections, before and during the star transaction
+# (they change nothing a reader sees); Redshift runs them inside it. Apply: the star tables
+# from staging and the scratch tables, in one transaction, each insert skipping rows already
+# there, then the scratch tables are dropped.
+
+# Each NextSong event of the batch once: an event repeated in the input (same session_id,
+# item_in_session, ts) keeps its smallest user_id, song, artist, level. Its song is the catalogue
+# entry with the event's title, artist name and duration (the smallest song_id if several);
+# none: NULLs, and the play is kept. Rows come out in event-key order (the unique index appends).
+new_plays_create = f"""
+CREATE {{scratch}} new_plays AS
+SELECT e.start_time, e.user_id, e.level, m.song_id, m.artist_id, e.session_id,
+       e.item_in_session, e.location, e.user_agent
+FROM (SELECT {EVENT_TIME} AS start_time, user_id, level, song, artist, length, session_id,
+             item_in_session, location, user_agent,
+             ROW_NUMBER() OVER (PARTITION BY session_id, item_in_session, ts
+                                ORDER BY user_id, song, artist, level) AS rn
+      FROM staging_events WHERE page = 'NextSong') e
+LEFT JOIN (SELECT title, artist_name, duration, song_id, artist_id,
+                  ROW_NUMBER() OVER (PARTITION BY title, artist_name, duration ORDER BY song_id) AS rn
+           FROM staging_songs) m
+       ON m.rn = 1 AND m.title = e.song AND m.artist_name = e.artist AND m.duration = e.length
+WHERE e.rn = 1"""
+
+# The batch's distinct play times (a play's time is its event's ts), broken down; weekday
+# 0 = Sunday, week is the ISO week. DATE_PART is EXTRACT returning a float (PostgreSQL's EXTRACT
+# computes in numeric, much slower). Distinct on the integer ts: cheaper than on the timestamp.
+new_times_create = f"""
+CREATE {{scratch}} new_times AS
+SELECT start_time, DATE_PART('hour', start_time) AS hour, DATE_PART('day', start_time) AS day,
+       DATE_PART('week', start_time) AS week, DATE_PART('month', start_time) AS month,
+       DATE_PART('year', start_time) AS year, DATE_PART('dow', start_time) AS weekday
+FROM (SELECT ts, {EVENT_TIME} AS start_time
+      FROM (SELECT DISTINCT ts FROM staging_events WHERE page = 'NextSong') d) s
+ORDER BY ts"""
+
+# Each user's latest event in this batch (ties: the later session and item, then paid).
+latest_users_create = f"""
+CREATE {{scratch}} latest_users AS
+SELECT user_id, first_name, last_name, gender, level, {EVENT_TIME} AS last_seen_at
+FROM (SELECT e.*, ROW_NUMBER() OVER (PARTITION BY user_id
+                                     ORDER BY ts DESC, session_id DESC, item_in_session DESC,
+                                              level DESC, first_name, last_name) AS rn
+      FROM staging_events e WHERE user_id IS NOT NULL) e
+WHERE rn = 1"""
+
+prepare_queries = {  # scratch table -> the statements that make it
+    "new_plays": ["DROP TABLE IF EXISTS new_plays", new_plays_create],
+    "new_times": ["DROP TABLE IF EXISTS new_times", new_times_create],
+    "latest_users": ["DROP TABLE IF EXISTS latest_users", latest_users_create],
+}
+
 # songs: one row per song_id; the first load of a song wins.
 song_table_insert = """
 INSERT INTO songs (song_id, title, artist_id, year, duration)
@@ -356,16 +437,25 @@ FROM (SELECT artist_id, artist_name, artist_location, artist_latitude, artist_lo
 WHERE rn = 1
   AND NOT EXISTS (SELECT 1 FROM artists d WHERE d.artist_id = s.artist_id)"""
 
-# users: each user's latest event in this batch (ties: the later session and item, then paid).
-latest_users_create = f"""
-CREATE TEMP TABLE latest_users AS
-SELECT user_id, first_name, last_name, gender, level, {EVENT_TIME} AS last_seen_at
-FROM (SELECT e.*, ROW_NUMBER() OVER (PARTITION BY user_id
-                                     ORDER BY ts DESC, session_id DESC, item_in_session DESC,
-                                              level DESC, first_name, last_name) AS rn
-      FROM staging_events e WHERE user_id IS NOT NULL) e
-WHERE rn = 1"""
+# songplays: the batch's plays not loaded before; (session_id, item_in_session, start_time)
+# identifies a play.
+songplay_table_insert = """
+INSERT INTO songplays (start_time, user_id, level, song_id, artist_id, session_id,
+                       item_in_session, location, user_agent)
+SELECT start_time, user_id, level, song_id, artist_id, session_id, item_in_session, location,
+       user_agent
+FROM new_plays n
+WHERE NOT EXISTS (SELECT 1 FROM songplays p
+                  WHERE p.session_id = n.session_id AND p.item_in_session = n.item_in_session
+                    AND p.start_time = n.start_time)"""
 
+# time: one row per play time, in key order (the primary-key index is appended to, not split).
+time_table_insert = """
+INSERT INTO time (start_time, hour, day, week, month, year, weekday)
+SELECT start_time, hour, day, week, month, year, weekday FROM new_times n
+WHERE NOT EXISTS (SELECT 1 FROM time t WHERE t.start_time = n.start_time)"""
+
+# users: a user seen later in this batch than in the warehouse is replaced; a new user added.
 user_table_update = """
 DELETE FROM users USING latest_users l
 WHERE users.user_id = l.user_id AND users.last_seen_at < l.last_seen_at"""
@@ -375,51 +465,24 @@ INSERT INTO users (user_id, first_name, last_name, gender, level, last_seen_at)
 SELECT user_id, first_name, last_name, gender, level, last_seen_at FROM latest_users l
 WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = l.user_id)"""
 
-latest_users_drop = "DROP TABLE latest_users"
-
-# songplays: every NextSong event once. The song is the catalogue entry with the event's
-# title, artist name and duration (the smallest song_id if several); none: NULLs, play kept.
-songplay_table_insert = f"""
-INSERT INTO songplays (start_time, user_id, level, song_id, artist_id, session_id,
-                       item_in_session, location, user_agent)
-SELECT e.start_time, e.user_id, e.level, m.song_id, m.artist_id, e.session_id,
-       e.item_in_session, e.location, e.user_agent
-FROM (SELECT {EVENT_TIME} AS start_time, user_id, level, song, artist, length, session_id,
-             item_in_session, location, user_agent,
-             ROW_NUMBER() OVER (PARTITION BY session_id, item_in_session, ts
-                                ORDER BY user_id, song, artist, level) AS rn
-      FROM staging_events WHERE page = 'NextSong') e
-LEFT JOIN (SELECT title, artist_name, duration, song_id, artist_id,
-                  ROW_NUMBER() OVER (PARTITION BY title, artist_name, duration ORDER BY song_id) AS rn
-           FROM staging_songs) m
-       ON m.rn = 1 AND m.title = e.song AND m.artist_name = e.artist AND m.duration = e.length
-WHERE e.rn = 1
-  AND NOT EXISTS (SELECT 1 FROM songplays p
-                  WHERE p.session_id = e.session_id AND p.item_in_session = e.item_in_session
-                    AND p.start_time = e.start_time)"""
-
-# time: one row per distinct play start_time; weekday 0 = Sunday, week is the ISO week.
-# DATE_PART is EXTRACT returning a float (PostgreSQL's EXTRACT computes in numeric, much slower);
-# rows go in key order, so the primary-key index is appended to rather than split.
-time_table_insert = """
-INSERT INTO time (start_time, hour, day, week, month, year, weekday)
-SELECT start_time, DATE_PART('hour', start_time), DATE_PART('day', start_time),
-       DATE_PART('week', start_time), DATE_PART('month', start_time),
-       DATE_PART('year', start_time), DATE_PART('dow', start_time)
-FROM (SELECT DISTINCT start_time FROM songplays) s
-WHERE NOT EXISTS (SELECT 1 FROM time t WHERE t.start_time = s.start_time)
-ORDER BY start_time"""
-
-insert_table_queries = [
-    song_table_insert,
-    artist_table_insert,
-    latest_users_create,
-    user_table_update,
-    user_table_insert,
-    latest_users_drop,
-    songplay_table_insert,
-    time_table_insert,
+# (scratch table the statement needs, or None; statement), in order.
+# time first: its rows are ready before the plays', so the plays are prepared meanwhile.
+apply_queries = [
+    (None, song_table_insert),
+    (None, artist_table_insert),
+    ("new_times", time_table_insert),
+    ("latest_users", user_table_update),
+    ("latest_users", user_table_insert),
+    ("new_plays", songplay_table_insert),
 ]
+drop_scratch = [f"DROP TABLE {t}" for t in SCRATCH_TABLES]
+
+
+def transform_queries(engine):
+    """The whole transform as one list of statements, for running in one session (Redshift)."""
+    prepare = [q.format(**DIALECT[engine]) for t in SCRATCH_TABLES for q in prepare_queries[t]]
+    return transform_settings[engine] + prepare + [q for _, q in apply_queries] + drop_scratch
+
 
 # Checks run before the transform commits: each counts rows that must not exist. PostgreSQL
 # enforces the keys itself (primary keys, the unique event key); Redshift's keys are only

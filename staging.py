@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extras
 
 import db
@@ -28,6 +29,9 @@ from cli import UserError
 log = logging.getLogger("sparkify")
 
 BLOCK = 1 << 20              # bytes read from a source at a time: bounds memory per loader
+SERVER_READ_MAX = 256 << 20  # a larger local file is streamed rather than read by the server
+SERVER_CHUNK = 32 << 20      # bytes of files the server reads per statement
+GATHER = 256 << 10           # rows smaller than this are sent together
 MAX_RECORD = 64 << 20        # a longer line (or song file) is refused
 ERRORS_KEPT = 1000           # Python-side bad records kept per shard (all are counted)
 BOM = b"\xef\xbb\xbf"
@@ -131,7 +135,7 @@ def open_source(f, s3):
         except ClientError as e:
             raise UserError(f"cannot read {f.path}: {e.response.get('Error', {}).get('Code', e)}")
     try:
-        return open(f.path, "rb")
+        return open(f.path, "rb", buffering=0)  # reads are large (or whole files): no buffer
     except OSError as e:
         raise UserError(f"cannot read {f.path}: {e.strerror}")
 
@@ -155,6 +159,17 @@ def text_problem(data):
     return None
 
 
+def read_whole(body, path):
+    """All of a song file, in pieces of 64 KiB (a single read(MAX_RECORD) would reserve that much)."""
+    parts, size = [], 0
+    while piece := body.read(64 << 10):
+        parts.append(piece)
+        size += len(piece)
+        if size > MAX_RECORD:
+            raise UserError(f"{path}: larger than {MAX_RECORD >> 20} MiB; a song file holds one record")
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 class RowStream:
     """The file-like object psycopg2's copy_expert() reads: rows of `file_id<TAB>raw text`.
 
@@ -175,7 +190,15 @@ class RowStream:
     def read(self, size=-1):
         if self.cancel.is_set():
             raise KeyboardInterrupt
-        return next(self._blocks, b"")
+        # Small rows (one per song file) are gathered into one block: a COPY message per row
+        # would cost a round through libpq, and the GIL, per file.
+        parts, size = [], 0
+        for piece in self._blocks:
+            parts.append(piece)
+            size += len(piece)
+            if size >= GATHER:
+                break
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _generate(self):
         for file_id, f in enumerate(self.files):
@@ -189,9 +212,7 @@ class RowStream:
             self.progress.file_done()
 
     def _whole_file(self, file_id, path, body):
-        data = body.read(MAX_RECORD + 1)
-        if len(data) > MAX_RECORD:
-            raise UserError(f"{path}: larger than {MAX_RECORD >> 20} MiB; a song file holds one record")
+        data = read_whole(body, path)
         data = data.removeprefix(BOM)
         if not data.strip():
             return  # an empty file is no record and no error
@@ -253,9 +274,9 @@ class Progress:
         self.done, self.start, self.last = 0, time.monotonic(), time.monotonic()
         self.lock = threading.Lock()
 
-    def file_done(self):
+    def file_done(self, n=1):
         with self.lock:
-            self.done += 1
+            self.done += n
             now = time.monotonic()
             if now - self.last >= self.every or self.done == self.total:
                 self.last = now
@@ -315,37 +336,96 @@ def _cancel_quietly(conn):
 
 
 def load_shard(cfg, source, files, run_id, s3, progress, cancel, connections):
-    """One connection's share: COPY raw rows, cast them to staging, set aside bad records."""
-    what, table = SOURCES[source]
-    raw = f"raw_{what}"
+    """One connection's share of a source into staging, bad records set aside; (loaded, rejected)."""
     conn = db.connect(cfg)
     connections.append(conn)
-    q = {name: getattr(sql_queries, name).format(raw=raw)
-         for name in ("raw_table_create", "raw_files_create", "rejects_create", "raw_copy",
-                      "raw_files_insert", "rejects_to_load_errors", "count_rejects")}
     try:
         with conn.cursor() as cur:
             for setting in sql_queries.staging_settings:
                 cur.execute(setting)
-            for name in ("raw_table_create", "raw_files_create", "rejects_create"):
-                cur.execute(q[name])
-            stream = RowStream(files, source == "song_data", s3, run_id, source, progress, cancel)
-            started = time.monotonic()
-            cur.copy_expert(q["raw_copy"], stream, size=BLOCK)
-            copied = time.monotonic()
-            psycopg2.extras.execute_values(cur, q["raw_files_insert"], stream.file_rows)
-            loaded = cast_to_staging(cur, table, raw)
-            log.debug("%s shard: %d files, %d rows: COPY %.2f s, cast %.2f s", what, len(files), stream.rows,
-                      copied - started, time.monotonic() - copied)
-            cur.execute(q["rejects_to_load_errors"], {"run_id": run_id, "source": source})
-            if stream.errors:
-                psycopg2.extras.execute_values(cur, sql_queries.load_errors_insert, stream.errors)
-            cur.execute(q["count_rejects"])
-            rejected = cur.fetchone()[0] + stream.error_count
+            loaded, rest = read_on_server(cfg, cur, source, files, progress, cancel)
+            rejected = 0
+            if rest:
+                streamed, rejected = stream_files(cur, source, rest, run_id, s3, progress, cancel)
+                loaded += streamed
         conn.commit()
         return loaded, rejected
     finally:
         conn.close()
+
+
+def server_readable(cfg, f):
+    return cfg.embedded and not f.path.startswith("s3://") and f.size <= SERVER_READ_MAX
+
+
+def chunks(files, max_bytes=SERVER_CHUNK, max_files=1000):
+    chunk, size = [], 0
+    for f in files:
+        if chunk and (size + f.size > max_bytes or len(chunk) == max_files):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(f)
+        size += f.size
+    if chunk:
+        yield chunk
+
+
+# A record or a file the server-side read cannot take: those files take the COPY path instead.
+SERVER_READ_REFUSED = (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.errors.InsufficientPrivilege,
+                       psycopg2.errors.UndefinedFile)
+
+
+def read_on_server(cfg, cur, source, files, progress, cancel):
+    """The embedded server reads local files itself, a chunk per statement (the fast path, see
+    sql_queries.server_read_cast). Returns (rows loaded, files left for the COPY path): files
+    it may not read, and from the first chunk that fails on, all the rest."""
+    table = SOURCES[source][1]
+    mine = [f for f in files if server_readable(cfg, f)]
+    rest = [f for f in files if not server_readable(cfg, f)]
+    cast, loaded, done, started = sql_queries.server_read_cast(table), 0, 0, time.monotonic()
+    for chunk in chunks(mine):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cur.execute("SAVEPOINT server_read")
+        try:
+            cur.execute(cast, {"paths": [os.path.abspath(f.path) for f in chunk]})
+        except SERVER_READ_REFUSED as e:
+            cur.execute("ROLLBACK TO SAVEPOINT server_read")
+            log.debug("%s: server-side read stopped at %s (%s); COPY path for the rest", table,
+                      chunk[0].path, str(e).splitlines()[0])
+            return loaded, rest + mine[done:]
+        loaded += cur.rowcount
+        done += len(chunk)
+        progress.file_done(len(chunk))
+    if mine:
+        log.debug("%s: server-side read of %d files, %d rows, %.2f s", table, len(mine), loaded,
+                  time.monotonic() - started)
+    return loaded, rest
+
+
+def stream_files(cur, source, files, run_id, s3, progress, cancel):
+    """The COPY path: raw rows streamed to a temp table, cast to staging, bad records set
+    aside in load_errors with file and line; (loaded, rejected)."""
+    what, table = SOURCES[source]
+    raw = f"raw_{what}"
+    q = {name: getattr(sql_queries, name).format(raw=raw)
+         for name in ("raw_table_create", "raw_files_create", "rejects_create", "raw_copy",
+                      "raw_files_insert", "rejects_to_load_errors", "count_rejects")}
+    for name in ("raw_table_create", "raw_files_create", "rejects_create"):
+        cur.execute(q[name])
+    stream = RowStream(files, source == "song_data", s3, run_id, source, progress, cancel)
+    started = time.monotonic()
+    cur.copy_expert(q["raw_copy"], stream, size=BLOCK)
+    copied = time.monotonic()
+    psycopg2.extras.execute_values(cur, q["raw_files_insert"], stream.file_rows)
+    loaded = cast_to_staging(cur, table, raw)
+    log.debug("%s: COPY path for %d files, %d rows: COPY %.2f s, cast %.2f s", table, len(files),
+              stream.rows, copied - started, time.monotonic() - copied)
+    cur.execute(q["rejects_to_load_errors"], {"run_id": run_id, "source": source})
+    if stream.errors:
+        psycopg2.extras.execute_values(cur, sql_queries.load_errors_insert, stream.errors)
+    cur.execute(q["count_rejects"])
+    return loaded, cur.fetchone()[0] + stream.error_count
 
 
 def cast_to_staging(cur, table, raw):

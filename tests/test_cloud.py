@@ -280,7 +280,7 @@ def test_literals_are_quoted_and_junk_refused():
 
 def redshift_statements():
     return (sql_queries.create_table_queries["redshift"] + sql_queries.drop_table_queries
-            + sql_queries.insert_table_queries + [q for _, q in sql_queries.check_queries["redshift"]]
+            + sql_queries.transform_queries("redshift") + [q for _, q in sql_queries.check_queries["redshift"]]
             + [q for _, q in sql_queries.analytics_queries] + list(sql_queries.load_error_queries.values())
             + sql_queries.clear_staging["redshift"] + sql_queries.copy_table_queries(REDSHIFT))
 

@@ -104,18 +104,39 @@ def prepare_table(cfg, table):
     return time.monotonic() - started
 
 
+def check_batch(cfg, prepared):
+    """The PostgreSQL checks, on the prepared rows, on their own connection; [(name, rows found)]."""
+    for table in ("new_plays", "new_times"):
+        prepared[table].result()
+    with db.connection(cfg) as conn:
+        found = run_checks(conn, "postgres")
+        conn.rollback()
+    return found
+
+
+def prepare_star_rows(cfg, pool):
+    """Start preparing the scratch tables, and checking them, on other connections;
+    return {scratch table or "checks": future}."""
+    prepared = {t: pool.submit(prepare_table, cfg, t) for t in sql_queries.SCRATCH_TABLES}
+    prepared["checks"] = pool.submit(check_batch, cfg, prepared)
+    return prepared
+
+
 def insert_star_tables(conn, engine="postgres", prepared=None):
     """Staging -> star tables and the checks, in one transaction; return (before, after, seconds).
 
-    prepared: {scratch table: future} when other connections are preparing the scratch tables
-    (PostgreSQL); each is waited for just before the first statement that reads it. Without
-    it the scratch tables are made here, in this transaction (Redshift).
+    prepared: from prepare_star_rows() (PostgreSQL): each scratch table is waited for just
+    before the first statement that reads it. Without it the scratch tables are made, and the
+    checks run, here in this transaction (Redshift).
     """
     started = time.monotonic()
     before = db.row_counts(conn, sql_queries.STAR_TABLES)
+    after = dict(before)
     with conn.cursor() as cur:
         for q in sql_queries.transform_settings[engine]:
             cur.execute(q)
+        if engine == "postgres":
+            take_over_empty_tables(cur, before)
         if prepared is None:
             for table in sql_queries.SCRATCH_TABLES:
                 for q in sql_queries.prepare_queries[table]:
@@ -125,24 +146,43 @@ def insert_star_tables(conn, engine="postgres", prepared=None):
                 prepared[needs].result()
             step = time.monotonic()
             cur.execute(q)
-            log.debug("%s: %d rows, %.2f s", " ".join(q.split()[:3]), cur.rowcount, time.monotonic() - step)
+            verb, _, table = q.split()[:3]  # INSERT INTO t / DELETE FROM t
+            after[table] += cur.rowcount if verb == "INSERT" else -cur.rowcount
+            log.debug("%s %s: %d rows, %.2f s", verb, table, cur.rowcount, time.monotonic() - step)
+    transform = time.monotonic() - started
+    found = prepared["checks"].result() if prepared else run_checks(conn, engine)
+    for name, bad in found:
+        if bad:
+            raise UserError(f"check failed: {bad} {name}; nothing was committed")
+    with conn.cursor() as cur:
         for q in sql_queries.drop_scratch:
             cur.execute(q)
-    transform = time.monotonic() - started
-    check_star_tables(conn, engine)
-    after = db.row_counts(conn, sql_queries.TABLES)
+    counted = time.monotonic()
+    after.update(db.row_counts(conn, [t for t in sql_queries.TABLES if t not in after]))
+    committed = time.monotonic()
     conn.commit()
+    log.debug("checks and drops %.2f s, counts %.2f s, commit %.2f s", counted - started - transform,
+              committed - counted, time.monotonic() - committed)
     return before, after, {"star tables": transform, "checks": time.monotonic() - started - transform}
 
 
-def check_star_tables(conn, engine="postgres"):
-    """Each check counts rows that must not exist; any found rolls the whole transform back."""
+def take_over_empty_tables(cur, before):
+    """TRUNCATE the star tables that are empty (a first load), inside the transaction: with the
+    embedded server's wal_level = minimal, rows added to a table truncated in the same
+    transaction skip the write-ahead log (the table is synced once at commit instead)."""
+    empty = [t for t in sql_queries.STAR_TABLES if before[t] == 0]
+    if empty:
+        cur.execute("TRUNCATE " + ", ".join(empty))
+
+
+def run_checks(conn, engine):
+    """Each check counts rows that must not exist; [(name, rows found)]."""
+    found = []
     with conn.cursor() as cur:
         for name, q in sql_queries.check_queries[engine]:
             cur.execute(q)
-            bad = cur.fetchone()[0]
-            if bad:
-                raise UserError(f"check failed: {bad} {name}; nothing was committed")
+            found.append((name, cur.fetchone()[0]))
+    return found
 
 
 def run_etl(cfg, max_errors=None, wait=True, s3=None):
@@ -160,8 +200,7 @@ def run_etl(cfg, max_errors=None, wait=True, s3=None):
             # their results to the star tables as each is ready.
             with ThreadPoolExecutor(min(len(sql_queries.SCRATCH_TABLES), os.cpu_count() or 1),
                                     thread_name_prefix="prepare") as pool:
-                prepared = {t: pool.submit(prepare_table, cfg, t) for t in sql_queries.SCRATCH_TABLES}
-                result.record_star(insert_star_tables(conn, "postgres", prepared))
+                result.record_star(insert_star_tables(conn, "postgres", prepare_star_rows(cfg, pool)))
     result.steps["total"] = time.monotonic() - started
     return result
 

@@ -484,9 +484,11 @@ def transform_queries(engine):
     return transform_settings[engine] + prepare + [q for _, q in apply_queries] + drop_scratch
 
 
-# Checks run before the transform commits: each counts rows that must not exist. PostgreSQL
-# enforces the keys itself (primary keys, the unique event key); Redshift's keys are only
-# declarations, so there the duplicates are counted.
+# Checks: each counts rows that must not exist; any found and nothing is committed.
+# Redshift's keys are only declarations: the star tables are checked inside the transaction,
+# duplicates counted. PostgreSQL enforces the keys itself (primary keys, the unique event key)
+# and checks the batch, on its own connection while the star transaction inserts: every play's
+# time is among the batch's times (and the time insert adds each one the warehouse lacks).
 _orphan_check = [
     ("plays without a time row",
      "SELECT COUNT(*) FROM songplays p WHERE NOT EXISTS (SELECT 1 FROM time t WHERE t.start_time = p.start_time)"),
@@ -499,7 +501,12 @@ _duplicate_checks = [
      "SELECT COUNT(*) FROM (SELECT 1 FROM songplays GROUP BY session_id, item_in_session, start_time "
      "HAVING COUNT(*) > 1) d"),
 ]
-check_queries = {"postgres": _orphan_check, "redshift": _orphan_check + _duplicate_checks}
+_batch_checks = [
+    ("plays without a time row", """
+SELECT COUNT(*) FROM new_plays p
+WHERE NOT EXISTS (SELECT 1 FROM new_times n WHERE n.start_time = p.start_time)"""),
+]
+check_queries = {"postgres": _batch_checks, "redshift": _orphan_check + _duplicate_checks}
 
 count_rows = "SELECT COUNT(*) FROM {table}"
 existing_tables = """

@@ -32,8 +32,13 @@ def pg_data_dir(tmp_path_factory):
 
 
 @pytest.fixture
-def make_cfg(tmp_path, pg_data_dir, monkeypatch):
+def make_cfg(tmp_path, tmp_path_factory, pg_data_dir, monkeypatch):
     """make_cfg(songs=..., logs=..., **sections) -> Config read from a dwh.cfg the test wrote."""
+    # The embedded server reads local source files itself (staging.read_on_server); as root it
+    # runs as another user, so the test's folder (0700 from pytest) is opened to it.
+    base = tmp_path_factory.getbasetemp()
+    for folder in (base.parent, base, tmp_path):
+        folder.chmod(0o755)
     monkeypatch.delenv("DWH_CONFIG", raising=False)
     monkeypatch.delenv("DWH_DB_PASSWORD", raising=False)
 

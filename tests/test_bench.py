@@ -1,11 +1,17 @@
 """The benchmark's parts, for correctness only (timings live in `make bench`): the generator is
 deterministic and its data loads to the counts it predicts; the parallel loader gives exactly
-what a single connection gives."""
+what a single connection gives, and the embedded server's own reading of the files exactly what
+the COPY path gives."""
 import dataclasses
 import hashlib
+import os
+import shutil
 import sys
 
+import pytest
+
 import etl
+import staging
 from conftest import ROOT, counts, query, reset, table
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -61,3 +67,43 @@ def test_parallel_load_equals_single_connection_load(make_cfg, tmp_path):
         etl.run_etl(cfg)
         results.append({t: table(cfg, t) for t in STAR + ("staging_events", "staging_songs")})
     assert results[0] == results[1]
+
+
+def loaded_tables(cfg):
+    reset(cfg)
+    etl.run_etl(cfg)
+    return {t: table(cfg, t) for t in STAR + ("staging_events", "staging_songs")}
+
+
+@pytest.fixture
+def copy_path_calls(monkeypatch):
+    """Records the files each use of the COPY path was given."""
+    calls, stream_files = [], staging.stream_files
+
+    def recorded(cur, source, files, *args):
+        calls.append([f.path for f in files])
+        return stream_files(cur, source, files, *args)
+    monkeypatch.setattr(staging, "stream_files", recorded)
+    return calls
+
+
+def test_server_side_read_equals_the_copy_path(make_cfg, tmp_path, monkeypatch, copy_path_calls):
+    generate.generate(tmp_path / "data", events=6000, songs=90, seed=9)
+    cfg = make_cfg(songs=tmp_path / "data" / "song_data", logs=tmp_path / "data" / "log_data")
+    on_server = loaded_tables(cfg)
+    assert copy_path_calls == []  # every file was read by the server
+    monkeypatch.setattr(staging, "server_readable", lambda cfg, f: False)
+    assert loaded_tables(cfg) == on_server
+    assert sum(map(len, copy_path_calls)) == 90 + len(list((tmp_path / "data" / "log_data").rglob("*.json")))
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="as root, the embedded server runs as another user, who cannot read a 0600 file")
+def test_a_file_the_server_may_not_read_takes_the_copy_path(make_cfg, tmp_path, copy_path_calls):
+    generate.generate(tmp_path / "data", events=3000, songs=40, seed=4)
+    cfg = make_cfg(songs=tmp_path / "data" / "song_data", logs=tmp_path / "data" / "log_data")
+    expected = loaded_tables(cfg)
+    private = sorted((tmp_path / "data" / "log_data").rglob("*.json"))[0]
+    private.chmod(0o600)
+    assert loaded_tables(cfg) == expected
+    assert any(str(private) in call for call in copy_path_calls)

@@ -1,10 +1,20 @@
 """What the star tables mean: exact counts on the sample, idempotency, increments, and each rule."""
 import datetime
 
+import pytest
+
+import db
 import etl
+import sql_queries
+from cli import UserError
 from conftest import TS, counts, event, query, reset, song, table, write_events, write_song
 
 STAR = ("songplays", "users", "songs", "artists", "time")
+
+
+def empty(cfg, *tables):
+    with db.connection(cfg, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("TRUNCATE " + ", ".join(tables))
 
 
 def load(cfg, **kw):
@@ -124,3 +134,29 @@ def test_the_same_event_twice_in_the_input_is_one_play(make_cfg, tmp_path):
     load(cfg)
     assert counts(cfg)["songplays"] == 1
     assert counts(cfg)["time"] == 1
+
+
+def test_a_failed_check_commits_nothing(warehouse, monkeypatch):
+    """A batch whose plays lack their times (here: the times are made to come out empty)."""
+    load(warehouse)
+    before = {t: table(warehouse, t) for t in STAR}
+    empty(warehouse, "songplays", "time")
+    broken = dict(sql_queries.prepare_queries)
+    broken["new_times"] = [broken["new_times"][0], broken["new_times"][1] + " LIMIT 0"]
+    monkeypatch.setattr(sql_queries, "prepare_queries", broken)
+    with pytest.raises(UserError, match=r"^check failed: 6820 plays without a time row; nothing was committed$"):
+        load(warehouse)
+    assert table(warehouse, "songplays") == [] and table(warehouse, "time") == []
+    assert {t: table(warehouse, t) for t in ("users", "songs", "artists")} == \
+        {t: before[t] for t in ("users", "songs", "artists")}
+
+
+def test_the_transform_in_one_session_as_on_redshift_gives_the_same_star(warehouse):
+    """Redshift runs the prepare statements inside its one transaction (scratch tables TEMP),
+    then the apply, then its own checks; on the same staging rows it gives the same star."""
+    load(warehouse)
+    parallel = {t: table(warehouse, t) for t in STAR}
+    empty(warehouse, *STAR)
+    with db.connection(warehouse) as conn:
+        etl.insert_star_tables(conn, "redshift")
+    assert {t: table(warehouse, t) for t in STAR} == parallel

@@ -116,9 +116,11 @@ def check_batch(cfg, prepared):
 
 def prepare_star_rows(cfg, pool):
     """Start preparing the scratch tables, and checking them, on other connections;
-    return {scratch table or "checks": future}."""
-    prepared = {t: pool.submit(prepare_table, cfg, t) for t in sql_queries.SCRATCH_TABLES}
+    return {scratch table or "checks": future}. The plays (the longest) and the times start
+    first; the users, needed last, wait for a free connection."""
+    prepared = {t: pool.submit(prepare_table, cfg, t) for t in ("new_plays", "new_times")}
     prepared["checks"] = pool.submit(check_batch, cfg, prepared)
+    prepared["latest_users"] = pool.submit(prepare_table, cfg, "latest_users")
     return prepared
 
 

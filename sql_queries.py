@@ -466,14 +466,15 @@ SELECT user_id, first_name, last_name, gender, level, last_seen_at FROM latest_u
 WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = l.user_id)"""
 
 # (scratch table the statement needs, or None; statement), in order.
-# time first: its rows are ready before the plays', so the plays are prepared meanwhile.
+# The plays take longest to prepare: time is applied first (its rows are ready sooner), and
+# users last (their rows are prepared while the plays are inserted).
 apply_queries = [
     (None, song_table_insert),
     (None, artist_table_insert),
     ("new_times", time_table_insert),
+    ("new_plays", songplay_table_insert),
     ("latest_users", user_table_update),
     ("latest_users", user_table_insert),
-    ("new_plays", songplay_table_insert),
 ]
 drop_scratch = [f"DROP TABLE {t}" for t in SCRATCH_TABLES]
 

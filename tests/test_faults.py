@@ -50,7 +50,7 @@ def expected(batches):
 @contextlib.contextmanager
 def table_locked(cfg, name="songplays"):
     """Hold a lock that lets etl.py read but not insert into a table: it stops there. On
-    `songplays` that is mid-transform (songs, artists, time and users already inserted)."""
+    `songplays` that is mid-transform (songs, artists and time already inserted)."""
     conn = db.connect(cfg)
     with conn.cursor() as cur:
         cur.execute(f"LOCK TABLE {name} IN SHARE MODE")

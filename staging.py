@@ -12,6 +12,7 @@ hold them), everything else by the database.
 """
 import logging
 import os
+import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait, FIRST_EXCEPTION
@@ -30,7 +31,7 @@ log = logging.getLogger("sparkify")
 
 BLOCK = 1 << 20              # bytes read from a source at a time: bounds memory per loader
 SERVER_READ_MAX = 256 << 20  # a larger local file is streamed rather than read by the server
-SERVER_CHUNK = 32 << 20      # bytes of files the server reads per statement
+SERVER_CHUNK = 16 << 20      # bytes of files the server reads per statement (at least one file)
 GATHER = 256 << 10           # rows smaller than this are sent together
 MAX_RECORD = 64 << 20        # a longer line (or song file) is refused
 ERRORS_KEPT = 1000           # Python-side bad records kept per shard (all are counted)
@@ -300,15 +301,26 @@ def worker_count(cfg):
 
 
 def load_source(cfg, source, files, run_id, s3=None, workers=None):
-    """Stream files into their staging table over several connections; return a StagingResult."""
+    """Load files into their staging table over several connections; return a StagingResult.
+
+    Files the embedded server reads itself wait in one queue of chunks that every connection
+    takes from until it is empty, so that all finish together; the others are split between
+    the connections by size, for the COPY path.
+    """
     what, table = SOURCES[source]
     started = time.monotonic()
-    parts = shards(files, workers or worker_count(cfg))
+    todo = queue.SimpleQueue()
+    for chunk in chunks(sorted((f for f in files if server_readable(cfg, f)), key=lambda f: -f.size)):
+        todo.put(chunk)
+    streamed = [f for f in files if not server_readable(cfg, f)]
+    n = max(1, min(workers or worker_count(cfg), todo.qsize() + len(streamed)))
+    parts = shards(streamed, n) if streamed else []
+    parts += [[] for _ in range(n - len(parts))]
     progress, cancel = Progress(f"staging {what}", len(files)), threading.Event()
     connections = []
     result = StagingResult(source, files=len(files))
-    with ThreadPoolExecutor(len(parts), thread_name_prefix=f"stage-{what}") as pool:
-        futures = [pool.submit(load_shard, cfg, source, part, run_id, s3, progress, cancel, connections)
+    with ThreadPoolExecutor(n, thread_name_prefix=f"stage-{what}") as pool:
+        futures = [pool.submit(load_shard, cfg, source, todo, part, run_id, s3, progress, cancel, connections)
                    for part in parts]
         try:
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
@@ -335,16 +347,17 @@ def _cancel_quietly(conn):
         pass
 
 
-def load_shard(cfg, source, files, run_id, s3, progress, cancel, connections):
-    """One connection's share of a source into staging, bad records set aside; (loaded, rejected)."""
+def load_shard(cfg, source, todo, files, run_id, s3, progress, cancel, connections):
+    """One connection's share of a source into staging, bad records set aside: chunks from the
+    todo queue read by the server, then its files for the COPY path; (loaded, rejected)."""
     conn = db.connect(cfg)
     connections.append(conn)
     try:
         with conn.cursor() as cur:
             for setting in sql_queries.staging_settings:
                 cur.execute(setting)
-            loaded, rest = read_on_server(cfg, cur, source, files, progress, cancel)
-            rejected = 0
+            loaded, refused = read_on_server(cur, source, todo, progress, cancel)
+            rejected, rest = 0, files + refused
             if rest:
                 streamed, rejected = stream_files(cur, source, rest, run_id, s3, progress, cancel)
                 loaded += streamed
@@ -375,32 +388,35 @@ SERVER_READ_REFUSED = (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.err
                        psycopg2.errors.UndefinedFile)
 
 
-def read_on_server(cfg, cur, source, files, progress, cancel):
-    """The embedded server reads local files itself, a chunk per statement (the fast path, see
-    sql_queries.server_read_cast). Returns (rows loaded, files left for the COPY path): files
-    it may not read, and from the first chunk that fails on, all the rest."""
+def read_on_server(cur, source, todo, progress, cancel):
+    """The embedded server reads local files itself, a chunk from the todo queue per statement
+    (the fast path, see sql_queries.server_read_cast), until the queue is empty. Returns (rows
+    loaded, files of the chunks it refused: they take the COPY path)."""
     table = SOURCES[source][1]
-    mine = [f for f in files if server_readable(cfg, f)]
-    rest = [f for f in files if not server_readable(cfg, f)]
-    cast, loaded, done, started = sql_queries.server_read_cast(table), 0, 0, time.monotonic()
-    for chunk in chunks(mine):
+    cast, loaded, read, refused, started = sql_queries.server_read_cast(table), 0, 0, [], time.monotonic()
+    while True:
         if cancel.is_set():
             raise KeyboardInterrupt
+        try:
+            chunk = todo.get_nowait()
+        except queue.Empty:
+            break
         cur.execute("SAVEPOINT server_read")
         try:
             cur.execute(cast, {"paths": [os.path.abspath(f.path) for f in chunk]})
         except SERVER_READ_REFUSED as e:
             cur.execute("ROLLBACK TO SAVEPOINT server_read")
-            log.debug("%s: server-side read stopped at %s (%s); COPY path for the rest", table,
-                      chunk[0].path, str(e).splitlines()[0])
-            return loaded, rest + mine[done:]
+            log.debug("%s: the server did not read %d files from %s (%s); COPY path for them", table,
+                      len(chunk), chunk[0].path, str(e).splitlines()[0])
+            refused += chunk
+            continue
         loaded += cur.rowcount
-        done += len(chunk)
+        read += len(chunk)
         progress.file_done(len(chunk))
-    if mine:
-        log.debug("%s: server-side read of %d files, %d rows, %.2f s", table, len(mine), loaded,
+    if read:
+        log.debug("%s: server-side read of %d files, %d rows, %.2f s", table, read, loaded,
                   time.monotonic() - started)
-    return loaded, rest
+    return loaded, refused
 
 
 def stream_files(cur, source, files, run_id, s3, progress, cancel):

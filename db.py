@@ -49,7 +49,7 @@ def embedded_uri(data_dir):
 
 # The embedded server is ours: sized for loading a few GB of JSON on a laptop rather than for
 # PostgreSQL's conservative defaults (128MB shared buffers, 4MB WAL buffers, 1GB between checkpoints).
-EMBEDDED_SETTINGS = {"shared_buffers": "256MB", "backend_flush_after": "2MB", "wal_buffers": "64MB", "max_wal_size": "8GB",
+EMBEDDED_SETTINGS = {"shared_buffers": "128MB", "backend_flush_after": "2MB", "wal_buffers": "64MB", "max_wal_size": "8GB",
                      "checkpoint_timeout": "30min", "maintenance_work_mem": "256MB", "wal_level": "minimal", "max_wal_senders": "0"}
 
 

@@ -137,20 +137,24 @@ def insert_star_tables(conn, engine="postgres", prepared=None):
     with conn.cursor() as cur:
         for q in sql_queries.transform_settings[engine]:
             cur.execute(q)
-        if engine == "postgres":
-            take_over_empty_tables(cur, before)
+        rebuild = take_over_empty_tables(cur, before) if engine == "postgres" else {}
         if prepared is None:
             for table in sql_queries.SCRATCH_TABLES:
                 for q in sql_queries.prepare_queries[table]:
                     cur.execute(q.format(**sql_queries.DIALECT[engine]))
-        for needs, q in sql_queries.apply_queries:
+        applied = [(needs, q, *q.split()[:3:2]) for needs, q in sql_queries.apply_queries]  # INSERT INTO t
+        for i, (needs, q, verb, table) in enumerate(applied):
             if prepared and needs:
                 prepared[needs].result()
             step = time.monotonic()
             cur.execute(q)
-            verb, _, table = q.split()[:3]  # INSERT INTO t / DELETE FROM t
             after[table] += cur.rowcount if verb == "INSERT" else -cur.rowcount
             log.debug("%s %s: %d rows, %.2f s", verb, table, cur.rowcount, time.monotonic() - step)
+            if table in rebuild and all(t != table for _, _, _, t in applied[i + 1:]):
+                step = time.monotonic()
+                for build in rebuild.pop(table):  # its last statement: its keys back
+                    cur.execute(build)
+                log.debug("%s: keys and indexes built, %.2f s", table, time.monotonic() - step)
     transform = time.monotonic() - started
     found = prepared["checks"].result() if prepared else run_checks(conn, engine)
     for name, bad in found:
@@ -169,12 +173,21 @@ def insert_star_tables(conn, engine="postgres", prepared=None):
 
 
 def take_over_empty_tables(cur, before):
-    """TRUNCATE the star tables that are empty (a first load), inside the transaction: with the
-    embedded server's wal_level = minimal, rows added to a table truncated in the same
-    transaction skip the write-ahead log (the table is synced once at commit instead)."""
+    """A first load: the star tables that are empty are truncated inside the transaction and
+    their keys and indexes dropped; returns the statements that build those again once the rows
+    are in ({table: [statement]}). With the embedded server's wal_level = minimal, rows added
+    to a table truncated in the same transaction skip the write-ahead log (the table is synced
+    once, at commit), and one index build costs less than a million index inserts."""
     empty = [t for t in sql_queries.STAR_TABLES if before[t] == 0]
-    if empty:
-        cur.execute("TRUNCATE " + ", ".join(empty))
+    if not empty:
+        return {}
+    cur.execute("TRUNCATE " + ", ".join(empty))
+    cur.execute(sql_queries.keys_and_indexes, {"tables": empty})
+    rebuild = {}
+    for table, drop, build in cur.fetchall():
+        cur.execute(drop)
+        rebuild.setdefault(table, []).append(build)
+    return rebuild
 
 
 def run_checks(conn, engine):

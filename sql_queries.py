@@ -509,6 +509,21 @@ WHERE NOT EXISTS (SELECT 1 FROM new_times n WHERE n.start_time = p.start_time)""
 ]
 check_queries = {"postgres": _batch_checks, "redshift": _orphan_check + _duplicate_checks}
 
+# PostgreSQL, a first load: the keys and indexes of the given tables, each as its table, the
+# statement that drops it and the one that builds it again.
+keys_and_indexes = """
+SELECT c.relname, format('ALTER TABLE %%I DROP CONSTRAINT %%I', c.relname, k.conname),
+       format('ALTER TABLE %%I ADD CONSTRAINT %%I %%s', c.relname, k.conname, pg_get_constraintdef(k.oid))
+FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+WHERE k.contype IN ('p', 'u') AND c.relname = ANY(%(tables)s)
+  AND c.relnamespace = current_schema()::regnamespace
+UNION ALL
+SELECT i.tablename, format('DROP INDEX %%I', i.indexname), i.indexdef
+FROM pg_indexes i
+WHERE i.tablename = ANY(%(tables)s) AND i.schemaname = current_schema()
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conname = i.indexname
+                  AND k.connamespace = current_schema()::regnamespace)"""
+
 count_rows = "SELECT COUNT(*) FROM {table}"
 existing_tables = """
 SELECT table_name FROM information_schema.tables

@@ -30,7 +30,7 @@ from cli import UserError
 log = logging.getLogger("sparkify")
 
 BLOCK = 1 << 20              # bytes read from a source at a time: bounds memory per loader
-SERVER_READ_MAX = 256 << 20  # a larger local file is streamed rather than read by the server
+SERVER_READ_MAX = 64 << 20   # a larger local file is streamed (COPY path): bounds the server's memory
 SERVER_CHUNK = 16 << 20      # bytes of files the server reads per statement (at least one file)
 GATHER = 256 << 10           # rows smaller than this are sent together
 MAX_RECORD = 64 << 20        # a longer line (or song file) is refused

@@ -136,8 +136,25 @@ def test_the_same_event_twice_in_the_input_is_one_play(make_cfg, tmp_path):
     assert counts(cfg)["time"] == 1
 
 
+def keys(cfg):
+    return query(cfg, "SELECT tablename, indexdef FROM pg_indexes WHERE tablename = ANY(%s) ORDER BY 1, 2",
+                 (list(STAR),)) + query(cfg, "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) "
+                                             "FROM pg_constraint WHERE contype IN ('p', 'u') ORDER BY 1, 2")
+
+
+def test_a_first_load_leaves_every_key_and_index_as_created(warehouse):
+    """A first load drops the keys of the empty star tables and builds them again."""
+    created = keys(warehouse)
+    assert len(created) >= 2 * len(STAR)
+    load(warehouse)
+    assert keys(warehouse) == created
+    load(warehouse)  # and the keys work: nothing is added twice
+    assert counts(warehouse)["songplays"] == 6820
+
+
 def test_a_failed_check_commits_nothing(warehouse, monkeypatch):
     """A batch whose plays lack their times (here: the times are made to come out empty)."""
+    created = keys(warehouse)
     load(warehouse)
     before = {t: table(warehouse, t) for t in STAR}
     empty(warehouse, "songplays", "time")
@@ -147,6 +164,7 @@ def test_a_failed_check_commits_nothing(warehouse, monkeypatch):
     with pytest.raises(UserError, match=r"^check failed: 6820 plays without a time row; nothing was committed$"):
         load(warehouse)
     assert table(warehouse, "songplays") == [] and table(warehouse, "time") == []
+    assert keys(warehouse) == created
     assert {t: table(warehouse, t) for t in ("users", "songs", "artists")} == \
         {t: before[t] for t in ("users", "songs", "artists")}
 

@@ -397,14 +397,18 @@ FROM (SELECT ts, {EVENT_TIME} AS start_time
       FROM (SELECT DISTINCT ts FROM staging_events WHERE page = 'NextSong') d) s
 ORDER BY ts"""
 
-# Each user's latest event in this batch (ties: the later session and item, then paid).
+# Each user's latest event in this batch (ties: the later session and item, then paid). Only
+# the events at a user's latest ts are ranked: a hash aggregate finds that ts, so the sort is
+# of a few rows per user rather than of every event.
 latest_users_create = f"""
 CREATE {{scratch}} latest_users AS
 SELECT user_id, first_name, last_name, gender, level, {EVENT_TIME} AS last_seen_at
-FROM (SELECT e.*, ROW_NUMBER() OVER (PARTITION BY user_id
-                                     ORDER BY ts DESC, session_id DESC, item_in_session DESC,
+FROM (SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.user_id
+                                     ORDER BY e.ts DESC, session_id DESC, item_in_session DESC,
                                               level DESC, first_name, last_name) AS rn
-      FROM staging_events e WHERE user_id IS NOT NULL) e
+      FROM staging_events e
+      JOIN (SELECT user_id, MAX(ts) AS ts FROM staging_events GROUP BY user_id) m
+        ON m.user_id = e.user_id AND m.ts = e.ts) e
 WHERE rn = 1"""
 
 prepare_queries = {  # scratch table -> the statements that make it

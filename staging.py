@@ -1,14 +1,17 @@
-"""Fills the staging tables on PostgreSQL: find the source files, stream them through
-COPY FROM STDIN, cast them to typed rows in one set-based statement.
+"""Fills the staging tables on PostgreSQL: find the source files, load them, cast them to
+typed rows with set-based statements. Nothing is parsed in Python.
 
-Nothing is parsed in Python: each log line (each song file) travels as one raw text
-row, escaped for COPY's text format by a few bytes.replace() calls per block. The
-database parses the JSON. Files are split over several connections, each streaming
-its share while the others do theirs, and memory is bounded by the block size.
+Two paths. The fast one, for local files on the embedded server: the server reads a chunk
+of files itself and casts their lines in one statement (sql_queries.server_read_cast). The
+COPY path, for everything else (S3, a remote PostgreSQL, a file the server refused): each
+log line (each song file) travels as one raw text row through COPY FROM STDIN, escaped for
+COPY's text format by a few bytes.replace() calls per block, then one statement casts them.
+Several connections share the work, and memory is bounded by the block size.
 
 A record that cannot become a staging row is set aside in load_errors with its file,
 line and reason; invalid UTF-8 and NUL bytes are caught here (PostgreSQL text cannot
-hold them), everything else by the database.
+hold them), everything else by the database. A chunk with any such record takes the
+COPY path, which finds them.
 """
 import logging
 import os

@@ -133,7 +133,6 @@ def insert_star_tables(conn, engine="postgres", prepared=None):
     """
     started = time.monotonic()
     before = db.row_counts(conn, sql_queries.STAR_TABLES)
-    after = dict(before)
     with conn.cursor() as cur:
         for q in sql_queries.transform_settings[engine]:
             cur.execute(q)
@@ -142,19 +141,7 @@ def insert_star_tables(conn, engine="postgres", prepared=None):
             for table in sql_queries.SCRATCH_TABLES:
                 for q in sql_queries.prepare_queries[table]:
                     cur.execute(q.format(**sql_queries.DIALECT[engine]))
-        applied = [(needs, q, *q.split()[:3:2]) for needs, q in sql_queries.apply_queries]  # INSERT INTO t
-        for i, (needs, q, verb, table) in enumerate(applied):
-            if prepared and needs:
-                prepared[needs].result()
-            step = time.monotonic()
-            cur.execute(q)
-            after[table] += cur.rowcount if verb == "INSERT" else -cur.rowcount
-            log.debug("%s %s: %d rows, %.2f s", verb, table, cur.rowcount, time.monotonic() - step)
-            if table in rebuild and all(t != table for _, _, _, t in applied[i + 1:]):
-                step = time.monotonic()
-                for build in rebuild.pop(table):  # its last statement: its keys back
-                    cur.execute(build)
-                log.debug("%s: keys and indexes built, %.2f s", table, time.monotonic() - step)
+        after = apply_star_rows(cur, before, prepared, rebuild)
     transform = time.monotonic() - started
     found = prepared["checks"].result() if prepared else run_checks(conn, engine)
     for name, bad in found:
@@ -163,13 +150,31 @@ def insert_star_tables(conn, engine="postgres", prepared=None):
     with conn.cursor() as cur:
         for q in sql_queries.drop_scratch:
             cur.execute(q)
-    counted = time.monotonic()
     after.update(db.row_counts(conn, [t for t in sql_queries.TABLES if t not in after]))
     committed = time.monotonic()
     conn.commit()
-    log.debug("checks and drops %.2f s, counts %.2f s, commit %.2f s", counted - started - transform,
-              committed - counted, time.monotonic() - committed)
+    log.debug("commit: %.2f s", time.monotonic() - committed)
     return before, after, {"star tables": transform, "checks": time.monotonic() - started - transform}
+
+
+def apply_star_rows(cur, before, prepared, rebuild):
+    """The apply statements in order, each once its scratch table is ready; a table whose keys
+    were dropped gets them back after its last statement. Returns the star tables' row counts."""
+    after = dict(before)
+    applied = [(needs, q, *q.split()[:3:2]) for needs, q in sql_queries.apply_queries]  # INSERT INTO t
+    for i, (needs, q, verb, table) in enumerate(applied):
+        if prepared and needs:
+            prepared[needs].result()
+        step = time.monotonic()
+        cur.execute(q)
+        after[table] += cur.rowcount if verb == "INSERT" else -cur.rowcount
+        log.debug("%s %s: %d rows, %.2f s", verb, table, cur.rowcount, time.monotonic() - step)
+        if table in rebuild and all(t != table for _, _, _, t in applied[i + 1:]):
+            step = time.monotonic()
+            for build in rebuild.pop(table):
+                cur.execute(build)
+            log.debug("%s: keys and indexes built, %.2f s", table, time.monotonic() - step)
+    return after
 
 
 def take_over_empty_tables(cur, before):

@@ -2,13 +2,13 @@
 
 Read top to bottom it is the schema: staging tables (the raw fields), the star
 (songplays fact; users, songs, artists, time dimensions), how staging is filled
-(PostgreSQL: streamed COPY FROM STDIN and one set-based cast; Redshift: COPY from
-S3), and the transform, which is one text for both engines.
+(PostgreSQL: files read by the server, or streamed COPY FROM STDIN, and a set-based cast;
+Redshift: COPY from S3), and the transform, which is one text for both engines.
 
 The scripts iterate the lists at the bottom: drop_table_queries,
-create_table_queries[engine], prepare_queries and apply_queries (transform_queries(engine) in
-one session), check_queries, and for
-Redshift copy_table_queries(config).
+create_table_queries[engine], prepare_queries and apply_queries (all of the transform for
+one session: transform_queries(engine)), check_queries, and for Redshift
+copy_table_queries(config).
 """
 import re
 

@@ -97,8 +97,8 @@ def prepare_table(cfg, table):
     started = time.monotonic()
     with db.connection(cfg) as conn:
         with conn.cursor() as cur:
-            for q in sql_queries.transform_settings["postgres"] + sql_queries.prepare_queries[table]:
-                cur.execute(q.format(**sql_queries.DIALECT["postgres"]))
+            for q in sql_queries.transform_settings["postgres"] + sql_queries.prepare_statements(table, "postgres"):
+                cur.execute(q)
         conn.commit()
     log.debug("prepared %s: %.2f s", table, time.monotonic() - started)
     return time.monotonic() - started
@@ -139,8 +139,8 @@ def insert_star_tables(conn, engine="postgres", prepared=None):
         rebuild = take_over_empty_tables(cur, before) if engine == "postgres" else {}
         if prepared is None:
             for table in sql_queries.SCRATCH_TABLES:
-                for q in sql_queries.prepare_queries[table]:
-                    cur.execute(q.format(**sql_queries.DIALECT[engine]))
+                for q in sql_queries.prepare_statements(table, engine):
+                    cur.execute(q)
         after = apply_star_rows(cur, before, prepared, rebuild)
     transform = time.monotonic() - started
     found = prepared["checks"].result() if prepared else run_checks(conn, engine)

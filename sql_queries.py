@@ -417,6 +417,11 @@ prepare_queries = {  # scratch table -> the statements that make it
     "latest_users": ["DROP TABLE IF EXISTS latest_users", latest_users_create],
 }
 
+
+def prepare_statements(table, engine):
+    """The statements that make one scratch table, for an engine."""
+    return [q.format(**DIALECT[engine]) for q in prepare_queries[table]]
+
 # songs: one row per song_id; the first load of a song wins.
 song_table_insert = """
 INSERT INTO songs (song_id, title, artist_id, year, duration)
@@ -485,7 +490,7 @@ drop_scratch = [f"DROP TABLE {t}" for t in SCRATCH_TABLES]
 
 def transform_queries(engine):
     """The whole transform as one list of statements, for running in one session (Redshift)."""
-    prepare = [q.format(**DIALECT[engine]) for t in SCRATCH_TABLES for q in prepare_queries[t]]
+    prepare = [q for t in SCRATCH_TABLES for q in prepare_statements(t, engine)]
     return transform_settings[engine] + prepare + [q for _, q in apply_queries] + drop_scratch
 
 

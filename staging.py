@@ -312,10 +312,12 @@ def load_source(cfg, source, files, run_id, s3=None, workers=None):
     """
     what, table = SOURCES[source]
     started = time.monotonic()
+    on_server, streamed = [], []
+    for f in files:
+        (on_server if server_readable(cfg, f) else streamed).append(f)
     todo = queue.SimpleQueue()
-    for chunk in chunks(sorted((f for f in files if server_readable(cfg, f)), key=lambda f: -f.size)):
+    for chunk in chunks(sorted(on_server, key=lambda f: -f.size)):
         todo.put(chunk)
-    streamed = [f for f in files if not server_readable(cfg, f)]
     n = max(1, min(workers or worker_count(cfg), todo.qsize() + len(streamed)))
     parts = shards(streamed, n) if streamed else []
     parts += [[] for _ in range(n - len(parts))]

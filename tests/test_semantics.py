@@ -152,21 +152,22 @@ def test_a_first_load_leaves_every_key_and_index_as_created(warehouse):
     assert counts(warehouse)["songplays"] == 6820
 
 
-def test_a_failed_check_commits_nothing(warehouse, monkeypatch):
+@pytest.mark.parametrize("first_load", [True, False], ids=["first load, built beside", "usual"])
+def test_a_failed_check_commits_nothing(warehouse, monkeypatch, first_load):
     """A batch whose plays lack their times (here: the times are made to come out empty)."""
     created = keys(warehouse)
     load(warehouse)
+    if first_load:
+        empty(warehouse, "songplays", "time")
     before = {t: table(warehouse, t) for t in STAR}
-    empty(warehouse, "songplays", "time")
-    broken = dict(sql_queries.prepare_queries)
-    broken["new_times"] = [broken["new_times"][0], broken["new_times"][1] + " LIMIT 0"]
-    monkeypatch.setattr(sql_queries, "prepare_queries", broken)
+    for name in ("prepare_queries", "build_beside"):
+        broken = dict(getattr(sql_queries, name))
+        broken["new_times"] = [q + " LIMIT 0" if "SELECT" in q else q for q in broken["new_times"]]
+        monkeypatch.setattr(sql_queries, name, broken)
     with pytest.raises(UserError, match=r"^check failed: 6820 plays without a time row; nothing was committed$"):
         load(warehouse)
-    assert table(warehouse, "songplays") == [] and table(warehouse, "time") == []
+    assert {t: table(warehouse, t) for t in STAR} == before
     assert keys(warehouse) == created
-    assert {t: table(warehouse, t) for t in ("users", "songs", "artists")} == \
-        {t: before[t] for t in ("users", "songs", "artists")}
 
 
 def test_the_transform_in_one_session_as_on_redshift_gives_the_same_star(warehouse):
@@ -178,3 +179,75 @@ def test_the_transform_in_one_session_as_on_redshift_gives_the_same_star(warehou
     with db.connection(warehouse) as conn:
         etl.insert_star_tables(conn, "redshift")
     assert {t: table(warehouse, t) for t in STAR} == parallel
+
+
+def oid(cfg, name):
+    return query(cfg, "SELECT to_regclass(%s)::oid", (name,))[0][0]
+
+
+def test_a_first_load_builds_songplays_and_time_beside_and_swaps_them_in(warehouse):
+    """The swapped-in tables are the star tables in every way: rows, keys and index names,
+    logged, identity sequence (same name, numbering on), nothing left beside."""
+    before = {t: oid(warehouse, t) for t in ("songplays", "time", "users")}
+    load(warehouse)
+    after = {t: oid(warehouse, t) for t in ("songplays", "time", "users")}
+    assert after["songplays"] != before["songplays"] and after["time"] != before["time"]
+    assert after["users"] == before["users"]  # small: loaded the usual way
+    assert oid(warehouse, "new_plays") is None and oid(warehouse, "new_times") is None
+    assert query(warehouse, "SELECT relname, relpersistence FROM pg_class WHERE relname IN ('songplays', 'time') "
+                            "ORDER BY 1") == [("songplays", "p"), ("time", "p")]
+    assert query(warehouse, "SELECT pg_get_serial_sequence('songplays', 'songplay_id')") == \
+        [("public.songplays_songplay_id_seq",)]
+    assert query(warehouse, "SELECT MIN(songplay_id), MAX(songplay_id), COUNT(*) FROM songplays") == [(1, 6820, 6820)]
+    assert query(warehouse, "SELECT COUNT(*) FROM songplays p JOIN time t USING (start_time)") == [(6820,)]
+
+
+def test_ids_number_on_after_a_truncate_as_the_usual_load_would(warehouse, make_cfg, tmp_path):
+    load(warehouse)
+    empty(warehouse, "songplays", "time")  # TRUNCATE keeps the identity where it was
+    load(warehouse)
+    assert query(warehouse, "SELECT MIN(songplay_id), MAX(songplay_id) FROM songplays") == [(6821, 13640)]
+    cfg = small(make_cfg, tmp_path, [event(ts=TS + 1000, itemInSession=99)])
+    load(cfg)  # a later batch, the usual way: the identity numbers on
+    assert query(cfg, "SELECT MAX(songplay_id) FROM songplays") == [(13641,)]
+
+
+@pytest.mark.parametrize("change", [
+    "CREATE VIEW plays_by_hour AS SELECT t.hour, COUNT(*) AS plays FROM songplays p JOIN time t USING (start_time) "
+    "GROUP BY t.hour",
+    "GRANT SELECT ON songplays, time TO PUBLIC",
+    "ALTER TABLE songplays ADD COLUMN note TEXT; ALTER TABLE time ADD COLUMN note TEXT",
+    "COMMENT ON TABLE songplays IS 'plays'; COMMENT ON TABLE time IS 'times'",
+    "CREATE INDEX songplays_by_user ON songplays (user_id) WHERE user_id IS NOT NULL",
+], ids=["view", "grant", "column", "comment", "partial index"])
+def test_a_star_table_with_more_than_was_created_keeps_it(warehouse, change):
+    """What a swap would lose makes the load take the usual way (or, for an extra index, carry it
+    over); either way the rows are the same as on a plain first load."""
+    load(warehouse)
+    plain = {t: table(warehouse, t) for t in STAR}
+    reset(warehouse)
+    with db.connection(warehouse, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(change)
+    created = keys(warehouse)
+    was = oid(warehouse, "songplays")
+    try:
+        load(warehouse)
+    finally:
+        if "VIEW" in change:
+            check_view = query(warehouse, "SELECT SUM(plays) FROM plays_by_hour")
+            query(warehouse, "DROP VIEW plays_by_hour; SELECT 1")
+    assert {t: table(warehouse, t) for t in ("users", "songs", "artists")} == \
+        {t: plain[t] for t in ("users", "songs", "artists")}
+    for t in ("songplays", "time"):
+        rows = table(warehouse, t)
+        assert [r[:-1] for r in rows] == plain[t] if "note" in change else rows == plain[t]
+    assert keys(warehouse) == created
+    assert (oid(warehouse, "songplays") != was) == ("INDEX" in change)  # swapped in, or not
+    if "VIEW" in change:
+        assert check_view == [(6820,)]
+    if "GRANT" in change:
+        assert query(warehouse, "SELECT relname FROM pg_class WHERE relname IN ('songplays', 'time') "
+                                "AND relacl IS NOT NULL ORDER BY 1") == [("songplays",), ("time",)]
+    if "COMMENT" in change:
+        assert query(warehouse, "SELECT obj_description('songplays'::regclass), obj_description('time'::regclass)") \
+            == [("plays", "times")]

@@ -8,8 +8,10 @@ import os
 import shutil
 import sys
 
+import psycopg2
 import pytest
 
+import db
 import etl
 import staging
 from conftest import ROOT, counts, query, reset, table
@@ -107,3 +109,22 @@ def test_a_file_the_server_may_not_read_takes_the_copy_path(make_cfg, tmp_path, 
     private.chmod(0o600)
     assert loaded_tables(cfg) == expected
     assert any(str(private) in call for call in copy_path_calls)
+
+
+def test_text_taken_as_json_unchecked_is_refused_as_json_would_be_and_needs_a_superuser(warehouse):
+    """The server-side read skips the json type's own check: json_to_record refuses the same
+    records (as DataError, so that their files take the COPY path and are set aside there)."""
+    with db.connection(warehouse) as conn, conn.cursor() as cur:
+        assert staging.declare_unchecked_json(cur)
+        cur.execute("SELECT * FROM json_to_record(pg_temp.unchecked_json(%s, -1, false)) AS r(a text, b int)",
+                    ('{"b": 2, "a": "x\\u00e9"}',))
+        assert cur.fetchall() == [("x\u00e9", 2)]
+        for bad in ['{"a": 1,,}', '{"a": 1} x', '[1]', '"x"', '', '{"a": "\\u0000"}']:
+            cur.execute("SAVEPOINT s")
+            with pytest.raises(psycopg2.DataError):
+                cur.execute("SELECT * FROM json_to_record(pg_temp.unchecked_json(%s, -1, false)) AS r(a text)",
+                            (bad,))
+            cur.execute("ROLLBACK TO SAVEPOINT s")
+        cur.execute("CREATE ROLE plain_reader NOLOGIN; SET ROLE plain_reader")
+        assert not staging.declare_unchecked_json(cur)
+        conn.rollback()

@@ -533,19 +533,25 @@ WHERE NOT EXISTS (SELECT 1 FROM new_times n WHERE n.start_time = p.start_time)""
 check_queries = {"postgres": _batch_checks, "redshift": _orphan_check + _duplicate_checks}
 
 # PostgreSQL, a first load: the keys and indexes of the given tables, each as its table, the
-# statement that drops it and the one that builds it again.
+# statement that drops it and the one that builds it again. One with a comment stays in place.
 keys_and_indexes = """
 SELECT c.relname, format('ALTER TABLE %%I DROP CONSTRAINT %%I', c.relname, k.conname),
        format('ALTER TABLE %%I ADD CONSTRAINT %%I %%s', c.relname, k.conname, pg_get_constraintdef(k.oid))
 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
 WHERE k.contype IN ('p', 'u') AND c.relname = ANY(%(tables)s)
   AND c.relnamespace = current_schema()::regnamespace
+  AND NOT EXISTS (SELECT 1 FROM pg_description ds
+                  WHERE ds.objoid = k.oid AND ds.classoid = 'pg_constraint'::regclass
+                     OR ds.objoid = k.conindid AND ds.classoid = 'pg_class'::regclass)
 UNION ALL
 SELECT i.tablename, format('DROP INDEX %%I', i.indexname), i.indexdef
 FROM pg_indexes i
 WHERE i.tablename = ANY(%(tables)s) AND i.schemaname = current_schema()
   AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conname = i.indexname
-                  AND k.connamespace = current_schema()::regnamespace)"""
+                  AND k.connamespace = current_schema()::regnamespace)
+  AND NOT EXISTS (SELECT 1 FROM pg_description ds
+                  WHERE ds.objoid = format('%%I.%%I', i.schemaname, i.indexname)::regclass
+                    AND ds.classoid = 'pg_class'::regclass)"""
 
 # PostgreSQL, a first load: songplays and time, the big ones, are built whole beside the empty
 # table by the connection that prepares their rows (new_plays, new_times, keys added once the
@@ -574,9 +580,11 @@ WHERE c.relname = ANY(%(tables)s) AND c.relnamespace = current_schema()::regname
   AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype NOT IN ('p', 'u', 'c'))
   AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisclustered OR NOT i.indisvalid))
   AND NOT EXISTS (SELECT 1 FROM pg_description ds
-                  WHERE ds.objoid = c.oid AND ds.classoid = 'pg_class'::regclass AND ds.objsubid = 0
-                     OR ds.objoid IN (SELECT indexrelid FROM pg_index WHERE indrelid = c.oid)
-                     OR ds.objoid IN (SELECT oid FROM pg_constraint WHERE conrelid = c.oid))"""
+                  WHERE ds.objoid = c.oid AND ds.classoid = 'pg_class'::regclass AND ds.objsubid = 0)
+  AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_description ds ON ds.objoid = i.indexrelid
+                  WHERE i.indrelid = c.oid AND ds.classoid = 'pg_class'::regclass)
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint k JOIN pg_description ds ON ds.objoid = k.oid
+                  WHERE k.conrelid = c.oid AND ds.classoid = 'pg_constraint'::regclass)"""
 
 # The table's keys and indexes, each as the statement that builds it on the table built beside
 # (as a plain index, named with that table's name in front, so that several are built at once)

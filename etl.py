@@ -302,27 +302,33 @@ def run_etl(cfg, max_errors=None, wait=True, s3=None):
     max_errors = cfg.max_errors if max_errors is None else max_errors
     result = EtlResult(new_run_id())
     started = time.monotonic()
-    with db.connection(cfg) as conn:
-        db.require_tables(conn)
-        with db.etl_lock(conn, wait):
-            sources, s3 = find_sources(cfg, s3)
-            result.record_staging(load_staging(cfg, conn, sources, result.run_id, s3))
-            check_set_aside(conn, result.staged, result.run_id, max_errors)
-            # The heavy SELECTs run on their own connections, one per core; this one applies
-            # their results to the star tables as each is ready.
-            # A first load builds songplays and time whole on those connections instead.
-            swaps = plan_swaps(conn)
-            try:
-                with ThreadPoolExecutor(min(len(sql_queries.SCRATCH_TABLES), os.cpu_count() or 1),
-                                        thread_name_prefix="prepare") as pool:
-                    prepared = prepare_star_rows(cfg, pool, swaps)
-                    result.record_star(insert_star_tables(conn, "postgres", prepared, swaps))
-            except (UserError, psycopg2.Error):
-                with contextlib.suppress(psycopg2.Error):  # the connection may be what failed
-                    drop_scratch(conn)
-                raise
+    # The source folders are walked while the server starts (20,000 song files: 0.2 s).
+    with ThreadPoolExecutor(1, thread_name_prefix="list") as lister:
+        listing = lister.submit(find_sources, cfg, s3)
+        with db.connection(cfg) as conn:
+            db.require_tables(conn)
+            with db.etl_lock(conn, wait):
+                sources, s3 = listing.result()
+                result.record_staging(load_staging(cfg, conn, sources, result.run_id, s3))
+                check_set_aside(conn, result.staged, result.run_id, max_errors)
+                result.record_star(transform(cfg, conn))
     result.steps["total"] = time.monotonic() - started
     return result
+
+
+def transform(cfg, conn):
+    """Staging -> star on PostgreSQL; returns insert_star_tables()'s result. The heavy SELECTs
+    run on their own connections, one per core, and this one applies their results to the star
+    tables as each is ready; a first load builds songplays and time whole on those connections."""
+    swaps = plan_swaps(conn)
+    try:
+        with ThreadPoolExecutor(min(len(sql_queries.SCRATCH_TABLES), os.cpu_count() or 1),
+                                thread_name_prefix="prepare") as pool:
+            return insert_star_tables(conn, "postgres", prepare_star_rows(cfg, pool, swaps), swaps)
+    except (UserError, psycopg2.Error):
+        with contextlib.suppress(psycopg2.Error):  # the connection may be what failed
+            drop_scratch(conn)
+        raise
 
 
 def load_staging_redshift(cfg, conn):

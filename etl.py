@@ -168,7 +168,7 @@ def build_beside(cur, swap):
     the table's, the table's keys on it. Return (rows, whether it can be swapped in)."""
     last = next((value for _, _, value in swap.sequences if value is not None), 0)
     for q in sql_queries.build_beside[swap.new]:
-        cur.execute(q.replace("{last_id}", str(int(last))))
+        cur.execute(q.format(**sql_queries.DIALECT["postgres"], last_id=int(last)))
         if q.startswith("CREATE"):
             rows = cur.rowcount
     cur.execute(sql_queries.swap_sequences, {"table": swap.new})

@@ -30,6 +30,9 @@ DIALECT = {
         "by_time": "",
         "by_song": "",
         "scratch": "UNLOGGED TABLE",   # the transform's prepared rows, shared between connections
+        # ts (epoch milliseconds) as a UTC timestamp, milliseconds kept: one exact product
+        # (whole microseconds, in a double, for any date within 285 years of 1970)
+        "event_time": "TIMESTAMP 'epoch' + ts * INTERVAL '1 millisecond'",
     },
     "redshift": {
         "staging": "TABLE",
@@ -41,6 +44,8 @@ DIALECT = {
         "by_time": "DISTKEY(start_time) SORTKEY(start_time)",
         "by_song": "SORTKEY(song_id)",
         "scratch": "TEMP TABLE",       # the transform's prepared rows, inside the load's transaction
+        "event_time": ("TIMESTAMP 'epoch' + ts / 1000 * INTERVAL '1 second' "  # integer arithmetic
+                       "+ ts % 1000 * INTERVAL '1 millisecond'"),
     },
 }
 
@@ -367,9 +372,6 @@ transform_settings = {
 # PostgreSQL only: a staging connection's raw rows stay in memory (temp tables use temp_buffers).
 staging_settings = ["SET temp_buffers = '256MB'", "SET work_mem = '128MB'", "SET jit = off"]
 
-# ts (epoch milliseconds) as a UTC timestamp, milliseconds kept, in integer arithmetic.
-EVENT_TIME = ("TIMESTAMP 'epoch' + ts / 1000 * INTERVAL '1 second' "
-              "+ ts % 1000 * INTERVAL '1 millisecond'")
 
 # Two stages. Prepare: each heavy SELECT (the batch's plays, deduplicated and matched to the
 # catalogue; their distinct times; each user's latest state) into a scratch table. PostgreSQL
@@ -382,10 +384,10 @@ EVENT_TIME = ("TIMESTAMP 'epoch' + ts / 1000 * INTERVAL '1 second' "
 # item_in_session, ts) keeps its smallest user_id, song, artist, level. Its song is the catalogue
 # entry with the event's title, artist name and duration (the smallest song_id if several);
 # none: NULLs, and the play is kept. Rows come out in event-key order (the unique index appends).
-new_plays_select = f"""
+new_plays_select = """
 SELECT e.start_time, e.user_id, e.level, m.song_id, m.artist_id, e.session_id,
        e.item_in_session, e.location, e.user_agent
-FROM (SELECT {EVENT_TIME} AS start_time, user_id, level, song, artist, length, session_id,
+FROM (SELECT {event_time} AS start_time, user_id, level, song, artist, length, session_id,
              item_in_session, location, user_agent,
              ROW_NUMBER() OVER (PARTITION BY session_id, item_in_session, ts
                                 ORDER BY user_id, song, artist, level) AS rn
@@ -399,21 +401,21 @@ WHERE e.rn = 1"""
 # The batch's distinct play times (a play's time is its event's ts), broken down; weekday
 # 0 = Sunday, week is the ISO week. DATE_PART is EXTRACT returning a float (PostgreSQL's EXTRACT
 # computes in numeric, much slower). Distinct on the integer ts: cheaper than on the timestamp.
-new_times_select = f"""
+new_times_select = """
 SELECT start_time, DATE_PART('hour', start_time)::INTEGER AS hour,
        DATE_PART('day', start_time)::INTEGER AS day, DATE_PART('week', start_time)::INTEGER AS week,
        DATE_PART('month', start_time)::INTEGER AS month, DATE_PART('year', start_time)::INTEGER AS year,
        DATE_PART('dow', start_time)::INTEGER AS weekday
-FROM (SELECT ts, {EVENT_TIME} AS start_time
+FROM (SELECT ts, {event_time} AS start_time
       FROM (SELECT DISTINCT ts FROM staging_events WHERE page = 'NextSong') d) s
 ORDER BY ts"""
 
 # Each user's latest event in this batch (ties: the later session and item, then paid). Only
 # the events at a user's latest ts are ranked: a hash aggregate finds that ts, so the sort is
 # of a few rows per user rather than of every event.
-latest_users_create = f"""
-CREATE {{scratch}} latest_users AS
-SELECT user_id, first_name, last_name, gender, level, {EVENT_TIME} AS last_seen_at
+latest_users_create = """
+CREATE {scratch} latest_users AS
+SELECT user_id, first_name, last_name, gender, level, {event_time} AS last_seen_at
 FROM (SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.user_id
                                      ORDER BY e.ts DESC, session_id DESC, item_in_session DESC,
                                               level DESC, first_name, last_name) AS rn

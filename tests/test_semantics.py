@@ -97,11 +97,13 @@ def test_a_play_matching_two_catalogue_entries_is_counted_once(make_cfg, tmp_pat
 
 
 def test_start_time_is_utc_with_milliseconds(make_cfg, tmp_path):
-    cfg = small(make_cfg, tmp_path, [event(ts=TS), event(ts=1, itemInSession=1)])
+    cfg = small(make_cfg, tmp_path, [event(ts=TS), event(ts=1, itemInSession=1), event(ts=-1, itemInSession=2),
+                                     event(ts=7258118400123, itemInSession=3)])
     reset(cfg)
     load(cfg)
     assert [r[0] for r in query(cfg, "SELECT start_time FROM songplays ORDER BY 1")] == [
-        datetime.datetime(1970, 1, 1, 0, 0, 0, 1000), datetime.datetime(2018, 11, 30, 0, 22, 7, 796000)]
+        datetime.datetime(1969, 12, 31, 23, 59, 59, 999000), datetime.datetime(1970, 1, 1, 0, 0, 0, 1000),
+        datetime.datetime(2018, 11, 30, 0, 22, 7, 796000), datetime.datetime(2200, 1, 1, 0, 0, 0, 123000)]
 
 
 def test_time_parts_follow_extract(make_cfg, tmp_path):

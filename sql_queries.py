@@ -366,7 +366,10 @@ load_error_queries = {
 # --- The transform: staging -> star, one text for both engines --------------------------------
 # PostgreSQL only: sort and hash 1M-row batches in memory; JIT compiling costs more than it saves here.
 transform_settings = {
-    "postgres": ["SET LOCAL work_mem = '256MB'", "SET LOCAL jit = off"],
+    # The prepare statements already run side by side, a connection each: parallel workers
+    # would only compete with them (and each would build a parallel join's hash table again).
+    "postgres": ["SET LOCAL work_mem = '256MB'", "SET LOCAL jit = off",
+                 "SET LOCAL max_parallel_workers_per_gather = 0"],
     "redshift": [],
 }
 # PostgreSQL only: a staging connection's raw rows stay in memory (temp tables use temp_buffers).

@@ -38,9 +38,11 @@ class EtlResult:
     def record_staging(self, staged):
         self.staged = staged
         self.steps.update({f"staging {staging.SOURCES[r.source][0]}": r.seconds for r in staged})
+        self.after.update({staging.SOURCES[r.source][1]: r.loaded for r in staged})  # emptied, then loaded
 
     def record_star(self, star):
-        self.before, self.after, seconds = star
+        self.before, after, seconds = star
+        self.after.update(after)
         self.steps.update(seconds)
 
 
@@ -224,7 +226,7 @@ def insert_star_tables(conn, engine="postgres", prepared=None, swaps=None):
     with conn.cursor() as cur:
         for q in sql_queries.drop_scratch:
             cur.execute(q)
-    after.update(db.row_counts(conn, [t for t in sql_queries.TABLES if t not in after]))
+    after.update(db.row_counts(conn, ["load_errors"]))
     committed = time.monotonic()
     conn.commit()
     log.debug("commit: %.2f s", time.monotonic() - committed)

@@ -36,6 +36,7 @@ def test_bundled_sample_gives_the_exact_counts(warehouse):
                                  "users": 97, "songs": 71, "artists": 69, "time": 6813, "load_errors": 0}
     assert query(warehouse, "SELECT COUNT(song_id), COUNT(artist_id) FROM songplays") == [(1, 1)]
     assert result.after["songplays"] - result.before["songplays"] == 6820
+    assert result.after == counts(warehouse)  # the summary's counts are the tables'
 
 
 def test_second_run_leaves_every_table_as_it_was(warehouse):

@@ -612,12 +612,12 @@ FROM (SELECT x.indexrelid, i.relname AS name, pg_get_indexdef(x.indexrelid) AS d
 LEFT JOIN pg_constraint k ON k.conindid = x.indexrelid AND k.contype IN ('p', 'u')"""
 
 # The table's identity columns: (column, sequence name, last value given, or None if none was).
+# (Not the pg_sequences view: it reads, and locks until the transaction ends, every sequence.)
 swap_sequences = """
-SELECT a.attname, q.relname, s.last_value
+SELECT a.attname, q.relname, pg_sequence_last_value(q.oid)
 FROM pg_depend d
 JOIN pg_class q ON q.oid = d.objid AND q.relkind = 'S'
 JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-JOIN pg_sequences s ON s.schemaname = current_schema() AND s.sequencename = q.relname
 WHERE d.classid = 'pg_class'::regclass AND d.refobjid = format('%%I', %(table)s)::regclass
   AND d.deptype = 'i'"""
 

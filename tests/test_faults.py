@@ -125,6 +125,19 @@ def test_process_killed_mid_transform_changes_nothing_and_rerun_completes(batche
     assert star(b) == expected
 
 
+def test_process_killed_while_a_first_load_swaps_its_tables_in_changes_nothing_and_rerun_completes(warehouse):
+    """Stopped at the swap: `time` already swapped in, `songplays` built beside and waiting."""
+    def oids():
+        return query(warehouse, "SELECT to_regclass('songplays')::oid, to_regclass('time')::oid")
+    created = oids()
+    stopped_at(warehouse, "songplays", "wait_event_type = 'Lock' AND query = 'DROP TABLE songplays'", sigkill)
+    wait_until_rolled_back(warehouse)
+    assert oids() == created and star(warehouse) == {t: [] for t in STAR}
+    etl.run_etl(warehouse)  # and the tables built beside by the stopped run are no obstacle
+    assert counts(warehouse)["songplays"] == 6820 and oids() != created
+    assert query(warehouse, "SELECT to_regclass('new_plays'), to_regclass('new_times')") == [(None, None)]
+
+
 def test_process_killed_mid_staging_changes_nothing_and_rerun_completes(batches, expected, make_cfg, tmp_path):
     """Stopped while a connection sets a bad record aside (staging partly committed)."""
     a, b = batches

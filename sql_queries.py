@@ -3,12 +3,13 @@
 Read top to bottom it is the schema: staging tables (the raw fields), the star
 (songplays fact; users, songs, artists, time dimensions), how staging is filled
 (PostgreSQL: files read by the server, or streamed COPY FROM STDIN, and a set-based cast;
-Redshift: COPY from S3), and the transform, which is one text for both engines.
+Redshift: COPY from S3), and the transform, which is one text for both engines (on a
+PostgreSQL first load, songplays and time are built whole beside and swapped in).
 
 The scripts iterate the lists at the bottom: drop_table_queries,
 create_table_queries[engine], prepare_queries and apply_queries (all of the transform for
-one session: transform_queries(engine)), check_queries, and for Redshift
-copy_table_queries(config).
+one session: transform_queries(engine)), check_queries, build_beside and the swap queries
+beside it, and for Redshift copy_table_queries(config).
 """
 import re
 
@@ -592,10 +593,10 @@ WHERE c.relname = ANY(%(tables)s) AND c.relnamespace = current_schema()::regname
                   WHERE k.conrelid = c.oid AND ds.classoid = 'pg_constraint'::regclass)"""
 
 # The table's keys and indexes, each as the statement that builds it on the table built beside
-# (as a plain index, named with that table's name in front, so that several are built at once)
-# and the one that makes it the table's own again after the swap: the key's constraint (which
-# takes the index's name), or the index's name. NULL: an index not in the expected shape, or a
-# deferrable key (then there is no swap).
+# (as an index named with that table's name in front: the table's own names are taken until the
+# swap) and the one that makes it the table's own after the swap: the key's constraint, which
+# takes the index as it is and gives it its name, or the index's name. NULL: an index not in
+# the expected shape, or a deferrable key (then there is no swap).
 swap_keys = """
 SELECT CASE WHEN starts_with(x.def, x.head) AND NOT COALESCE(k.condeferrable, false) THEN
             format('%%s %%I ON %%I USING %%s', x.kind, %(new)s || '_' || x.name, %(new)s,
@@ -624,7 +625,7 @@ WHERE d.classid = 'pg_class'::regclass AND d.refobjid = format('%%I', %(table)s)
 # The tables built beside, by CREATE TABLE AS (bulk writes: about twice as fast as INSERT ...
 # SELECT) with the columns, types and NOT NULLs of create_tables' songplays and time; a play's
 # id numbers on from the last one given ({last_id}), in event-key order. The star transaction
-# swaps one in only if its columns are the star table's own (same_columns).
+# swaps one in only if its columns are the star table's own (columns_differ).
 build_beside = {
     "new_plays": [
         "DROP TABLE IF EXISTS new_plays",

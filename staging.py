@@ -394,12 +394,14 @@ SERVER_READ_REFUSED = (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.err
 
 
 def declare_unchecked_json(cur):
-    """Whether this session may take text as json unchecked (sql_queries.unchecked_json_create)."""
+    """Whether this session may take text as json unchecked (sql_queries.unchecked_json_create):
+    not without a superuser (nor on a server without that built-in function)."""
     cur.execute("SAVEPOINT unchecked_json")
     try:
         cur.execute(sql_queries.unchecked_json_create)
-    except psycopg2.errors.InsufficientPrivilege:
+    except psycopg2.Error as e:
         cur.execute("ROLLBACK TO SAVEPOINT unchecked_json")
+        log.debug("text checked as json on its way in: %s", str(e).splitlines()[0])
         return False
     return True
 

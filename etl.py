@@ -159,9 +159,10 @@ def plan_swaps(conn):
             new = sql_queries.SWAPPED[table]
             cur.execute(sql_queries.swap_keys, {"table": table, "new": new})
             keys = cur.fetchall()
+            if not all(build for build, _ in keys):
+                continue
             cur.execute(sql_queries.swap_sequences, {"table": table})
-            if all(build for build, _ in keys):
-                swaps[table] = Swap(table, new, keys, cur.fetchall())
+            swaps[table] = Swap(table, new, keys, cur.fetchall())
     return swaps
 
 
@@ -240,11 +241,12 @@ def apply_star_rows(cur, before, prepared, rebuild, swaps):
     after = dict(before)
     applied = [(needs, q, *q.split()[:3:2]) for needs, q in sql_queries.apply_queries]  # INSERT INTO t
     for i, (needs, q, verb, table) in enumerate(applied):
-        if table in swaps and prepared[needs].result()[1]:
+        rows, ready = prepared[needs].result() if table in swaps else (0, False)
+        if ready:
             prepared["checks"].result()  # they read the table built beside: before it moves
             step = time.monotonic()
             swap_in(cur, swaps[table])
-            after[table] += prepared[needs].result()[0]
+            after[table] += rows
             log.debug("%s: swapped in, %.2f s", table, time.monotonic() - step)
             continue
         if prepared and needs:

@@ -9,7 +9,8 @@ import psycopg2
 
 import db
 import sql_queries
-from cli import UserError, main_entry
+from cli import main_entry
+from errors import UserError
 
 
 def run_query(conn, sql):

@@ -1,8 +1,8 @@
-"""What every script shares: the one error type a user can fix, and how main() runs.
+"""What every script shares: how main() runs.
 
 A script builds its parser with `parser()`, and hands its `main(config, args)` to
 `run()`. `run()` reads the configuration once, sets up logging, and turns a
-`UserError` into one line on stderr and an exit code; tracebacks only with -v.
+`errors.UserError` into one line on stderr and an exit code; tracebacks only with -v.
 """
 import argparse
 import logging
@@ -10,15 +10,11 @@ import sys
 import threading
 import traceback
 
+import db
+from config import load_config
+from errors import UserError, mask_secrets
+
 log = logging.getLogger("sparkify")
-
-
-class UserError(Exception):
-    """An error the user can fix. The message is what they will read."""
-
-    def __init__(self, message, exit_code=1):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def parser(description):
@@ -45,8 +41,6 @@ def setup_logging(verbose):
 
 def run(main, arg_parser, argv=None):
     """Parse arguments, load the configuration, call main(config, args); return an exit code."""
-    from config import load_config  # late import: config imports UserError from here
-
     args = arg_parser.parse_args(argv)
     setup_logging(args.verbose)
     prog = arg_parser.prog
@@ -85,7 +79,6 @@ def interruptible(main, config, args):
         while worker.is_alive():
             worker.join(0.2)
     except KeyboardInterrupt:
-        import db
         db.cancel_all()
         worker.join(5)
         raise
@@ -99,14 +92,6 @@ def _fail(prog, message, code, verbose, config):
         traceback.print_exc()
     print(f"{prog}: error: {mask_secrets(message, config)}", file=sys.stderr)
     return code
-
-
-def mask_secrets(text, config):
-    """Replace every secret the configuration holds with *** (defence in depth)."""
-    for secret in (config.secrets() if config is not None else ()):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def main_entry(main, description, add_arguments=None):

@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli import UserError
+from errors import UserError
 
 log = logging.getLogger("sparkify")
 

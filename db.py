@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg2
 
 import sql_queries
-from cli import UserError, mask_secrets
+from errors import UserError, mask_secrets
 
 log = logging.getLogger("sparkify")
 

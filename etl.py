@@ -22,7 +22,8 @@ import psycopg2
 import db
 import sql_queries
 import staging
-from cli import UserError, main_entry
+from cli import main_entry
+from errors import UserError
 
 log = logging.getLogger("sparkify")
 

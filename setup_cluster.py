@@ -11,7 +11,8 @@ import time
 from contextlib import contextmanager
 
 import config
-from cli import UserError, main_entry
+from cli import main_entry
+from errors import UserError
 
 log = logging.getLogger("sparkify")
 

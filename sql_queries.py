@@ -13,7 +13,7 @@ beside it, and for Redshift copy_table_queries(config).
 """
 import re
 
-from cli import UserError
+from errors import UserError
 from config import REGION, ROLE_ARN, S3_URI
 
 TABLES = ("staging_events", "staging_songs", "songplays", "users", "songs", "artists", "time",

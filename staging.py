@@ -28,7 +28,7 @@ import psycopg2.extras
 
 import db
 import sql_queries
-from cli import UserError
+from errors import UserError
 
 log = logging.getLogger("sparkify")
 

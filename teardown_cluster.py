@@ -5,7 +5,8 @@ import logging
 import sys
 
 import config
-from cli import UserError, main_entry
+from cli import main_entry
+from errors import UserError
 from setup_cluster import (aws_clients, aws_errors, describe_cluster, error_code, ingress_permission,
                            require_cfg_file, security_group_id, wait_for)
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 import etl
-from cli import UserError
+from errors import UserError
 from config import load_config
 from conftest import counts, event, query, reset, run_script, song, table, write_events, write_song
 

@@ -15,7 +15,7 @@ import etl
 import setup_cluster
 import sql_queries
 import teardown_cluster
-from cli import UserError
+from errors import UserError
 from conftest import ROOT, run_script
 
 COURSE_CFG = """\

@@ -2,7 +2,7 @@
 import pytest
 
 import config
-from cli import UserError
+from errors import UserError
 
 COURSE_CFG = """\
 [CLUSTER]

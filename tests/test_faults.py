@@ -13,7 +13,7 @@ from botocore.stub import Stubber
 
 import db
 import etl
-from cli import UserError
+from errors import UserError
 from conftest import ROOT, SAMPLE_LOGS, counts, query, reset, run_script, table
 
 STAR = ("songplays", "users", "songs", "artists", "time")

@@ -6,7 +6,7 @@ import pytest
 import db
 import etl
 import sql_queries
-from cli import UserError
+from errors import UserError
 from conftest import TS, counts, event, query, reset, song, table, write_events, write_song
 
 STAR = ("songplays", "users", "songs", "artists", "time")

@@ -8,7 +8,7 @@ from moto import mock_aws
 
 import etl
 import staging
-from cli import UserError
+from errors import UserError
 from conftest import counts, event, query, reset, song, table, write_events, write_song
 
 

@@ -56,7 +56,7 @@ EMBEDDED_SETTINGS = {
     "maintenance_work_mem": "256MB",      # index builds after a first load
     "backend_flush_after": "2MB",         # write to disk as it goes: less to sync at commit and stop
     "wal_level": "minimal",               # no replicas: rows into a table created or truncated in the
-    "max_wal_senders": "0",               # same transaction skip the WAL (etl.build_beside, take_over_empty_tables)
+    "max_wal_senders": "0",               # same transaction skip the WAL (etl.take_over_empty_tables)
 }
 
 
@@ -170,8 +170,8 @@ def etl_lock(conn, wait=True):
         cur.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
         if not cur.fetchone()[0]:
             if not wait:
-                raise UserError("another etl.py run is loading this warehouse; "
-                                "try again when it has finished (or use --wait)", exit_code=3)
+                raise UserError("another etl.py run is loading this warehouse; try again when it has "
+                                "finished, or run without --no-wait to wait for it", exit_code=3)
             log.info("another etl.py run is loading this warehouse; waiting for it to finish")
             cur.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
     try:

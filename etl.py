@@ -96,24 +96,18 @@ def check_set_aside(conn, staged, run_id, max_errors):
                     f"All of them: SELECT * FROM load_errors WHERE run_id = '{run_id}'")
 
 
-def prepare_table(cfg, table, swap=None):
-    """One scratch table of the transform's prepared rows, on its own connection, or with a
-    Swap the whole star table built beside. Returns (rows, whether it is to be swapped in)."""
+def prepare_table(cfg, table):
+    """Make one scratch table of the transform's prepared rows, on its own connection, and
+    commit it; return its row count."""
     started = time.monotonic()
     with db.connection(cfg) as conn:
         with conn.cursor() as cur:
-            for q in sql_queries.transform_settings["postgres"]:
+            for q in sql_queries.transform_settings["postgres"] + sql_queries.prepare_statements(table, "postgres"):
                 cur.execute(q)
-            if swap:
-                rows, ready = build_beside(cur, swap)
-            else:
-                for q in sql_queries.prepare_statements(table, "postgres"):
-                    cur.execute(q)
-                rows, ready = cur.rowcount, False
+            rows = cur.rowcount
         conn.commit()
-    log.debug("prepared %s%s: %d rows, %.2f s", table, " (to swap in)" if ready else "", rows,
-              time.monotonic() - started)
-    return rows, ready
+    log.debug("prepared %s: %d rows, %.2f s", table, rows, time.monotonic() - started)
+    return rows
 
 
 def check_batch(cfg, prepared):
@@ -126,100 +120,33 @@ def check_batch(cfg, prepared):
     return found
 
 
-def prepare_star_rows(cfg, pool, swaps=None):
+def prepare_star_rows(cfg, pool):
     """Start preparing the scratch tables, and checking them, on other connections;
     return {scratch table or "checks": future}. The plays (the longest) and the times start
     first, then the users; the checks, which wait for plays and times, last."""
-    by_new = {s.new: s for s in (swaps or {}).values()}
-    prepared = {t: pool.submit(prepare_table, cfg, t, by_new.get(t)) for t in sql_queries.SCRATCH_TABLES}
+    prepared = {t: pool.submit(prepare_table, cfg, t) for t in sql_queries.SCRATCH_TABLES}
     prepared["checks"] = pool.submit(check_batch, cfg, prepared)
     return prepared
 
 
-@dataclass
-class Swap:
-    """A big star table of a first load, built whole beside (as `new`) and swapped in."""
-    table: str
-    new: str
-    keys: list        # [(statement building a key on new, statement giving it its name back)]
-    sequences: list   # [(identity column, sequence name, last value or None)]
-
-
-def plan_swaps(conn):
-    """A first load (PostgreSQL): the big star tables that are empty and plain enough to build
-    beside and swap in; {table: Swap}. They stay locked against writers (SHARE) until the star
-    transaction, which this one becomes, ends."""
-    with conn.cursor() as cur:
-        cur.execute(sql_queries.swappable, {"tables": list(sql_queries.SWAPPED)})
-        swaps = {}
-        for (table,) in cur.fetchall():
-            cur.execute(f"LOCK TABLE {table} IN SHARE MODE")  # a name from SWAPPED, not from input
-            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {table})")
-            if cur.fetchone()[0]:
-                continue
-            new = sql_queries.SWAPPED[table]
-            cur.execute(sql_queries.swap_keys, {"table": table, "new": new})
-            keys = cur.fetchall()
-            if not all(build for build, _ in keys):
-                continue
-            cur.execute(sql_queries.swap_sequences, {"table": table})
-            swaps[table] = Swap(table, new, keys, cur.fetchall())
-    return swaps
-
-
-def build_beside(cur, swap):
-    """Build swap.new, numbering on where the table's identity left off, and if its columns are
-    the table's, the table's keys on it. Return (rows, whether it can be swapped in)."""
-    last = next((value for _, _, value in swap.sequences if value is not None), 0)
-    for q in sql_queries.build_beside[swap.new]:
-        cur.execute(q.format(**sql_queries.DIALECT["postgres"], last_id=int(last)))
-        if q.startswith("CREATE"):
-            rows = cur.rowcount
-    cur.execute(sql_queries.swap_sequences, {"table": swap.new})
-    for column, _, _ in cur.fetchall():
-        if rows or last:
-            cur.execute(sql_queries.swap_set_sequence, {"table": swap.new, "column": column, "value": last + rows})
-    cur.execute(sql_queries.columns_differ, {"table": swap.table, "new": swap.new})
-    if cur.fetchone()[0]:
-        log.info("%s: its columns are not as create_tables.py makes them; loaded the usual way", swap.table)
-        return rows, False
-    for build, _ in swap.keys:
-        cur.execute(build)
-    return rows, True
-
-
-def swap_in(cur, swap):
-    """Inside the star transaction: the table built beside takes the place, and the names, of
-    the empty one."""
-    cur.execute(f"DROP TABLE {swap.table}")
-    cur.execute(f"ALTER TABLE {swap.new} RENAME TO {swap.table}")
-    for _, finish in swap.keys:
-        cur.execute(finish)
-    for column, name, _ in swap.sequences:
-        cur.execute(sql_queries.swap_rename_sequence, {"table": swap.table, "column": column, "name": name})
-        cur.execute(cur.fetchone()[0])
-
-
-def insert_star_tables(conn, engine="postgres", prepared=None, swaps=None):
+def insert_star_tables(conn, engine="postgres", prepared=None):
     """Staging -> star tables and the checks, in one transaction; return (before, after, seconds).
 
     prepared: from prepare_star_rows() (PostgreSQL): each scratch table is waited for just
-    before the first statement that reads it. Without it the scratch tables are made, and the
-    checks run, here in this transaction (Redshift). swaps: from plan_swaps(), on this
-    connection, whose transaction this continues.
+    before the first step that reads it. Without it the scratch tables are made, and the
+    checks run, here in this transaction (Redshift).
     """
-    swaps = swaps or {}
     started = time.monotonic()
     before = db.row_counts(conn, sql_queries.STAR_TABLES)
     with conn.cursor() as cur:
         for q in sql_queries.transform_settings[engine]:
             cur.execute(q)
-        rebuild = take_over_empty_tables(cur, before, skip=swaps) if engine == "postgres" else {}
+        first_load = take_over_empty_tables(cur, before) if engine == "postgres" else []
         if prepared is None:
             for table in sql_queries.SCRATCH_TABLES:
                 for q in sql_queries.prepare_statements(table, engine):
                     cur.execute(q)
-        after = apply_star_rows(cur, before, prepared, rebuild, swaps)
+        after = apply_steps(cur, before, prepared, first_load)
     transform = time.monotonic() - started
     found = prepared["checks"].result() if prepared else run_checks(conn, engine)
     for name, bad in found:
@@ -235,56 +162,46 @@ def insert_star_tables(conn, engine="postgres", prepared=None, swaps=None):
     return before, after, {"star tables": transform, "checks": time.monotonic() - started - transform}
 
 
-def apply_star_rows(cur, before, prepared, rebuild, swaps):
-    """The apply statements in order, each once its scratch table is ready; a table whose keys
-    were dropped gets them back after its last statement; a table built beside is swapped in
-    instead, once the checks (which read it) are done. Returns the star tables' row counts."""
+MOVES = {"insert": 1, "update": 0, "delete": -1}  # how a step's row count moves its table's
+
+
+def apply_steps(cur, before, prepared, first_load):
+    """sql_queries.apply_steps in order, each once the scratch table it reads is ready; a table
+    of first_load gets its keys back after its last step. Returns the star tables' row counts."""
     after = dict(before)
-    applied = [(needs, q, *q.split()[:3:2]) for needs, q in sql_queries.apply_queries]  # INSERT INTO t
-    for i, (needs, q, verb, table) in enumerate(applied):
-        rows, ready = prepared[needs].result() if table in swaps else (0, False)
-        if ready:
-            prepared["checks"].result()  # they read the table built beside: before it moves
-            step = time.monotonic()
-            swap_in(cur, swaps[table])
-            after[table] += rows
-            log.debug("%s: swapped in, %.2f s", table, time.monotonic() - step)
-            continue
-        if prepared and needs:
-            prepared[needs].result()
-        step = time.monotonic()
-        cur.execute(q)
-        after[table] += cur.rowcount if verb == "INSERT" else -cur.rowcount
-        log.debug("%s %s: %d rows, %.2f s", verb, table, cur.rowcount, time.monotonic() - step)
-        if table in rebuild and all(t != table for _, _, _, t in applied[i + 1:]):
-            step = time.monotonic()
-            for build in rebuild.pop(table):
-                cur.execute(build)
-            log.debug("%s: keys and indexes built, %.2f s", table, time.monotonic() - step)
+    last_step = {s.table: i for i, s in enumerate(sql_queries.apply_steps)}
+    for i, step in enumerate(sql_queries.apply_steps):
+        if prepared and step.needs:
+            prepared[step.needs].result()
+        started = time.monotonic()
+        cur.execute(step.sql)
+        after[step.table] += MOVES[step.action] * cur.rowcount
+        log.debug("%s %s: %d rows, %.2f s", step.action, step.table, cur.rowcount, time.monotonic() - started)
+        if step.table in first_load and last_step[step.table] == i:
+            started = time.monotonic()
+            for q in sql_queries.add_keys(step.table):
+                cur.execute(q)
+            log.debug("%s: keys built, %.2f s", step.table, time.monotonic() - started)
     return after
 
 
-def take_over_empty_tables(cur, before, skip=()):
+def take_over_empty_tables(cur, before):
     """A first load: the star tables that are empty are truncated inside the transaction and
-    their keys and indexes dropped; returns the statements that build those again once the rows
-    are in ({table: [statement]}). With the embedded server's wal_level = minimal, rows added
-    to a table truncated in the same transaction skip the write-ahead log (the table is synced
-    once, at commit), and one index build costs less than a million index inserts."""
-    empty = [t for t in sql_queries.STAR_TABLES if before[t] == 0 and t not in skip]
-    if not empty:
-        return {}
-    cur.execute("TRUNCATE " + ", ".join(empty))
-    cur.execute(sql_queries.keys_and_indexes, {"tables": empty})
-    rebuild = {}
-    for table, drop, build in cur.fetchall():
-        cur.execute(drop)
-        rebuild.setdefault(table, []).append(build)
-    return rebuild
+    their keys dropped, to be built once after their rows are in (apply_steps); returns those
+    tables. With the embedded server's wal_level = minimal, rows added to a table truncated in
+    the same transaction skip the write-ahead log (the table is synced once, at commit), and
+    one index build costs less than a million index inserts."""
+    empty = [t for t in sql_queries.STAR_TABLES if before[t] == 0]
+    if empty:
+        cur.execute("TRUNCATE " + ", ".join(empty))
+        for table in empty:
+            for q in sql_queries.drop_keys(table):
+                cur.execute(q)
+    return empty
 
 
 def drop_scratch(conn):
-    """After a failed transform: nothing of it committed, and no prepared rows left behind
-    (a table built beside holds a whole star table)."""
+    """After a failed transform: nothing of it committed, and no prepared rows left behind."""
     conn.rollback()
     with conn.cursor() as cur:
         for q in sql_queries.drop_scratch:
@@ -324,12 +241,11 @@ def run_etl(cfg, max_errors=None, wait=True, s3=None):
 def transform(cfg, conn):
     """Staging -> star on PostgreSQL; returns insert_star_tables()'s result. The heavy SELECTs
     run on their own connections, one per core, and this one applies their results to the star
-    tables as each is ready; a first load builds songplays and time whole on those connections."""
-    swaps = plan_swaps(conn)
+    tables as each is ready."""
     try:
         with ThreadPoolExecutor(min(len(sql_queries.SCRATCH_TABLES), os.cpu_count() or 1),
                                 thread_name_prefix="prepare") as pool:
-            return insert_star_tables(conn, "postgres", prepare_star_rows(cfg, pool, swaps), swaps)
+            return insert_star_tables(conn, "postgres", prepare_star_rows(cfg, pool))
     except (UserError, psycopg2.Error):
         with contextlib.suppress(psycopg2.Error):  # the connection may be what failed
             drop_scratch(conn)

@@ -1,24 +1,23 @@
 """Every SQL statement of the warehouse, for both engines.
 
-Read top to bottom it is the schema: staging tables (the raw fields), the star
-(songplays fact; users, songs, artists, time dimensions), how staging is filled
-(PostgreSQL: files read by the server, or streamed COPY FROM STDIN, and a set-based cast;
-Redshift: COPY from S3), and the transform, which is one text for both engines (on a
-PostgreSQL first load, songplays and time are built whole beside and swapped in).
+Read top to bottom it is the schema: the staging tables (the raw fields), the star
+(songplays fact; users, songs, artists, time dimensions) and load_errors, each a Table in
+REGISTRY with its columns, keys and Redshift layout; how staging is filled (PostgreSQL: files
+read by the server, or streamed COPY FROM STDIN, and a set-based cast; Redshift: COPY from S3);
+and the transform, one text for both engines: prepare_queries (the heavy SELECTs, into scratch
+tables) and apply_steps (each a Step: the table it writes, how, and what it reads), then the
+check_queries.
 
-The scripts iterate the lists at the bottom: drop_table_queries,
-create_table_queries[engine], prepare_queries and apply_queries (all of the transform for
-one session: transform_queries(engine)), check_queries, build_beside and the swap queries
-beside it, and for Redshift copy_table_queries(config).
+The scripts use: TABLES / STAR_TABLES / STAGING_TABLES (from REGISTRY), create_table_queries
+[engine], drop_table_queries, prepare_statements(), apply_steps, transform_queries(engine) (all
+of it for one session, as on Redshift), check_queries, and for Redshift copy_table_queries(cfg).
 """
 import re
+from dataclasses import dataclass
 
 from errors import UserError
 from config import REGION, ROLE_ARN, S3_URI
 
-TABLES = ("staging_events", "staging_songs", "songplays", "users", "songs", "artists", "time",
-          "load_errors")
-STAR_TABLES = ("songplays", "users", "songs", "artists", "time")
 SCRATCH_TABLES = ("new_plays", "new_times", "latest_users")  # the transform's prepared rows
 
 # --- Engine differences, side by side. Everything not named here is one text. -------------
@@ -43,7 +42,7 @@ DIALECT = {
         # songplays and time share the distribution key start_time, so their join is node-local,
         # and sorting on it lets time-range queries skip blocks.
         "by_time": "DISTKEY(start_time) SORTKEY(start_time)",
-        "by_song": "SORTKEY(song_id)",
+        "by_song": "DISTSTYLE ALL SORTKEY(song_id)",
         "scratch": "TEMP TABLE",       # the transform's prepared rows, inside the load's transaction
         "event_time": ("TIMESTAMP 'epoch' + ts / 1000 * INTERVAL '1 second' "  # integer arithmetic
                        "+ ts % 1000 * INTERVAL '1 millisecond'"),
@@ -91,108 +90,132 @@ SONG_FIELDS = (  # JSON keys equal column names, so Redshift's FORMAT AS JSON 'a
 STAGING_FIELDS = {"staging_events": EVENT_FIELDS, "staging_songs": SONG_FIELDS}
 
 
-def staging_table_create(table, engine):
-    cols = ",\n    ".join(f"{c} {t}{' NOT NULL' if req else ''}" for c, _, t, req in STAGING_FIELDS[table])
-    return f"CREATE {DIALECT[engine]['staging']} {table} (\n    {cols}\n){DIALECT[engine]['staging_options']}"
-
-
 def is_text(sql_type):
     return sql_type.startswith("VARCHAR")
 
 
 # --- The star --------------------------------------------------------------------------------
+# Each table: its columns, its keys (named, so a first load can drop and rebuild them), and its
+# Redshift layout. The registry at the end of this section lists them in create order.
+@dataclass(frozen=True)
+class Key:
+    name: str
+    definition: str                            # PRIMARY KEY (...) or UNIQUE (...)
+    engines: tuple = ("postgres", "redshift")  # Redshift's keys are declarations, not enforced
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    role: str           # staging (refilled every run) | star | bookkeeping
+    columns: str        # column definitions; {identity} is the engine's identity column
+    keys: tuple = ()
+    layout: str = ""    # DIALECT key of the Redshift distribution and sort clause
+
+    def keys_for(self, engine):
+        return [k for k in self.keys if engine in k.engines]
+
+    def create(self, engine):
+        d = DIALECT[engine]
+        kind = d["staging"] if self.role == "staging" else "TABLE"
+        parts = [self.columns.format(**d).strip().replace("\n", "\n    ")]
+        parts += [f"CONSTRAINT {k.name} {k.definition}" for k in self.keys_for(engine)]
+        options = d["staging_options"] if self.role == "staging" else ""
+        layout = f" {d[self.layout]}" if self.layout and d[self.layout] else ""
+        return f"CREATE {kind} {self.name} (\n    " + ",\n    ".join(parts) + f"\n){options}{layout}"
+
+
+def staging_columns(fields):
+    return ",\n".join(f"{c} {t}{' NOT NULL' if req else ''}" for c, _, t, req in fields)
+
+
 # songplays: one row per NextSong event. (session_id, item_in_session, start_time) identifies
-# the event, so a re-run inserts nothing twice.
-songplay_table_create = """
-CREATE TABLE songplays (
-    songplay_id     {identity},
-    start_time      TIMESTAMP NOT NULL,
-    user_id         INTEGER,
-    level           VARCHAR(16),
-    song_id         VARCHAR(64),
-    artist_id       VARCHAR(64),
-    session_id      INTEGER NOT NULL,
-    item_in_session INTEGER NOT NULL,
-    location        VARCHAR(512),
-    user_agent      VARCHAR(512),
-    PRIMARY KEY (songplay_id)
-) {by_time}"""
+# the event, so a re-run inserts nothing twice (PostgreSQL enforces it; Redshift checks it).
+songplays = Table("songplays", "star", """
+songplay_id     {identity},
+start_time      TIMESTAMP NOT NULL,
+user_id         INTEGER,
+level           VARCHAR(16),
+song_id         VARCHAR(64),
+artist_id       VARCHAR(64),
+session_id      INTEGER NOT NULL,
+item_in_session INTEGER NOT NULL,
+location        VARCHAR(512),
+user_agent      VARCHAR(512)""",
+    keys=(Key("songplays_pkey", "PRIMARY KEY (songplay_id)"),
+          Key("songplays_event_key", "UNIQUE (session_id, item_in_session, start_time)", ("postgres",))),
+    layout="by_time")
 
 # users: as of each user's latest event; last_seen_at is that event's time, so a later batch
 # moves a user forward and re-loading an older batch never moves them back.
-user_table_create = """
-CREATE TABLE users (
-    user_id      INTEGER NOT NULL,
-    first_name   VARCHAR(256),
-    last_name    VARCHAR(256),
-    gender       VARCHAR(16),
-    level        VARCHAR(16),
-    last_seen_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (user_id)
-) {all}"""
+users = Table("users", "star", """
+user_id      INTEGER NOT NULL,
+first_name   VARCHAR(256),
+last_name    VARCHAR(256),
+gender       VARCHAR(16),
+level        VARCHAR(16),
+last_seen_at TIMESTAMP NOT NULL""",
+    keys=(Key("users_pkey", "PRIMARY KEY (user_id)"),), layout="all")
 
-song_table_create = """
-CREATE TABLE songs (
-    song_id   VARCHAR(64) NOT NULL,
-    title     VARCHAR(512),
-    artist_id VARCHAR(64),
-    year      INTEGER,
-    duration  DOUBLE PRECISION,
-    PRIMARY KEY (song_id)
-) {all} {by_song}"""
+songs = Table("songs", "star", """
+song_id   VARCHAR(64) NOT NULL,
+title     VARCHAR(512),
+artist_id VARCHAR(64),
+year      INTEGER,
+duration  DOUBLE PRECISION""",
+    keys=(Key("songs_pkey", "PRIMARY KEY (song_id)"),), layout="by_song")
 
-artist_table_create = """
-CREATE TABLE artists (
-    artist_id VARCHAR(64) NOT NULL,
-    name      VARCHAR(512),
-    location  VARCHAR(512),
-    latitude  DOUBLE PRECISION,
-    longitude DOUBLE PRECISION,
-    PRIMARY KEY (artist_id)
-) {all}"""
+artists = Table("artists", "star", """
+artist_id VARCHAR(64) NOT NULL,
+name      VARCHAR(512),
+location  VARCHAR(512),
+latitude  DOUBLE PRECISION,
+longitude DOUBLE PRECISION""",
+    keys=(Key("artists_pkey", "PRIMARY KEY (artist_id)"),), layout="all")
 
-time_table_create = """
-CREATE TABLE time (
-    start_time TIMESTAMP NOT NULL,
-    hour       INTEGER NOT NULL,
-    day        INTEGER NOT NULL,
-    week       INTEGER NOT NULL,
-    month      INTEGER NOT NULL,
-    year       INTEGER NOT NULL,
-    weekday    INTEGER NOT NULL,
-    PRIMARY KEY (start_time)
-) {by_time}"""
+time_table = Table("time", "star", """
+start_time TIMESTAMP NOT NULL,
+hour       INTEGER NOT NULL,
+day        INTEGER NOT NULL,
+week       INTEGER NOT NULL,
+month      INTEGER NOT NULL,
+year       INTEGER NOT NULL,
+weekday    INTEGER NOT NULL""",
+    keys=(Key("time_pkey", "PRIMARY KEY (start_time)"),), layout="by_time")
 
 # load_errors: every record set aside by a load, so none is lost (PostgreSQL engine; Redshift
 # keeps its own in stl_load_errors).
-load_errors_table_create = """
-CREATE TABLE load_errors (
-    run_id  VARCHAR(64) NOT NULL,
-    source  VARCHAR(16) NOT NULL,
-    file    VARCHAR(1024) NOT NULL,
-    line_no BIGINT,
-    reason  VARCHAR(1024) NOT NULL,
-    raw     VARCHAR(2048)
-) {all}"""
+load_errors = Table("load_errors", "bookkeeping", """
+run_id  VARCHAR(64) NOT NULL,
+source  VARCHAR(16) NOT NULL,
+file    VARCHAR(1024) NOT NULL,
+line_no BIGINT,
+reason  VARCHAR(1024) NOT NULL,
+raw     VARCHAR(2048)""", layout="all")
 
-# PostgreSQL only (Redshift has no indexes): the natural key of a play, enforced and used by
-# the NOT EXISTS that keeps re-runs idempotent.
-songplay_key_index = ("CREATE UNIQUE INDEX songplays_event_key "
-                      "ON songplays (session_id, item_in_session, start_time)")
+# The registry, in create order: every list of tables below, in the scripts, the tests and the
+# bench, comes from it. A new table is one entry here plus its statements.
+REGISTRY = (
+    Table("staging_events", "staging", staging_columns(EVENT_FIELDS)),
+    Table("staging_songs", "staging", staging_columns(SONG_FIELDS)),
+    songplays, users, songs, artists, time_table, load_errors,
+)
+TABLE = {t.name: t for t in REGISTRY}
+TABLES = tuple(t.name for t in REGISTRY)
+STAGING_TABLES = tuple(t.name for t in REGISTRY if t.role == "staging")
+STAR_TABLES = tuple(t.name for t in REGISTRY if t.role == "star")
 
-drop_table_queries = [f"DROP TABLE IF EXISTS {t}" for t in TABLES + SCRATCH_TABLES]
-
-
-def _create_queries(engine):
-    d = DIALECT[engine]
-    star = [q.format(**d).strip() for q in (songplay_table_create, user_table_create, song_table_create,
-                                             artist_table_create, time_table_create,
-                                             load_errors_table_create)]
-    extra = [songplay_key_index] if engine == "postgres" else []
-    return [staging_table_create(t, engine) for t in STAGING_FIELDS] + star + extra
+drop_table_queries = [f"DROP TABLE IF EXISTS {t}" for t in reversed(TABLES)]
+create_table_queries = {engine: [t.create(engine) for t in REGISTRY] for engine in DIALECT}
 
 
-create_table_queries = {engine: _create_queries(engine) for engine in DIALECT}
+def drop_keys(table):
+    """PostgreSQL, a first load into an empty table: its keys go, to be built once after the insert."""
+    return [f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {k.name}" for k in TABLE[table].keys_for("postgres")]
+
+
+def add_keys(table):
+    return [f"ALTER TABLE {table} ADD CONSTRAINT {k.name} {k.definition}" for k in TABLE[table].keys_for("postgres")]
 
 
 # --- Filling staging on PostgreSQL -----------------------------------------------------------
@@ -219,12 +242,11 @@ def _field_value(source, key, sql_type):
     return value if is_text(sql_type) else f"NULLIF({value}, '')"
 
 
-def _cast(table, sources, where, unchecked=False):
+def _cast(table, sources, where):
     """INSERT INTO a staging table the typed fields of each JSON text x.line from `sources`.
 
     The json type parses faster than jsonb; a record with an escaped NUL goes through jsonb,
-    which refuses it as the checks do. unchecked: the text is taken as json through
-    unchecked_json (see there).
+    which refuses it as the checks do.
     """
     fields = STAGING_FIELDS[table]
     cols = ", ".join(c for c, _, _, _ in fields)
@@ -232,8 +254,7 @@ def _cast(table, sources, where, unchecked=False):
     # Text fields are read straight into their VARCHAR type (one input call that also checks
     # the length); other fields as text, so that an empty string can become NULL.
     record = ", ".join(f'"{k}" {t if is_text(t) else "TEXT"}' for _, k, t, _ in fields)
-    json = "pg_temp.unchecked_json(x.line, -1, false)" if unchecked else "x.line::json"
-    as_json = f"CASE WHEN strpos(x.line, '\\u0000') > 0 THEN x.line::jsonb::json ELSE {json} END"
+    as_json = "CASE WHEN strpos(x.line, '\\u0000') > 0 THEN x.line::jsonb::json ELSE x.line::json END"
     return (f"INSERT INTO {table} ({cols})\n"
             f"SELECT {exprs}\n"
             f"FROM {sources},\n     json_to_record({as_json}) AS r({record})\n"
@@ -260,18 +281,8 @@ SERVER_LINES = {
 }
 
 
-def server_read_cast(table, unchecked=False):
-    return _cast(table, f"unnest(%(paths)s::text[]) AS f(path),\n     {SERVER_LINES[table]}", "x.line <> ''",
-                 unchecked)
-
-
-# A superuser's session (the embedded server's): text taken as json as it is. A cast to json
-# parses the whole record only to check it, then json_to_record parses it again; that second
-# parse refuses anything that is not a JSON object just as well, with the same errors. The
-# function is PostgreSQL's own varchar length check, which returns its argument untouched when
-# the length is -1 (text and json are stored alike). Only superusers may declare it.
-unchecked_json_create = ("CREATE OR REPLACE FUNCTION pg_temp.unchecked_json(text, integer, boolean) "
-                         "RETURNS json LANGUAGE internal IMMUTABLE STRICT PARALLEL SAFE AS 'varchar'")
+def server_read_cast(table):
+    return _cast(table, f"unnest(%(paths)s::text[]) AS f(path),\n     {SERVER_LINES[table]}", "x.line <> ''")
 
 
 def staging_rejects(table, raw):
@@ -484,9 +495,11 @@ INSERT INTO time (start_time, hour, day, week, month, year, weekday)
 SELECT start_time, hour, day, week, month, year, weekday FROM new_times n
 WHERE NOT EXISTS (SELECT 1 FROM time t WHERE t.start_time = n.start_time)"""
 
-# users: a user seen later in this batch than in the warehouse is replaced; a new user added.
+# users: a user seen later in this batch than in the warehouse is updated; a new user added.
 user_table_update = """
-DELETE FROM users USING latest_users l
+UPDATE users SET first_name = l.first_name, last_name = l.last_name, gender = l.gender,
+                 level = l.level, last_seen_at = l.last_seen_at
+FROM latest_users l
 WHERE users.user_id = l.user_id AND users.last_seen_at < l.last_seen_at"""
 
 user_table_insert = """
@@ -494,24 +507,34 @@ INSERT INTO users (user_id, first_name, last_name, gender, level, last_seen_at)
 SELECT user_id, first_name, last_name, gender, level, last_seen_at FROM latest_users l
 WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = l.user_id)"""
 
-# (scratch table the statement needs, or None; statement), in order.
-# The plays take longest to prepare: time is applied first (its rows are ready sooner), and
-# users last (their rows are prepared while the plays are inserted).
-apply_queries = [
-    (None, song_table_insert),
-    (None, artist_table_insert),
-    ("new_times", time_table_insert),
-    ("new_plays", songplay_table_insert),
-    ("latest_users", user_table_update),
-    ("latest_users", user_table_insert),
-]
-drop_scratch = [f"DROP TABLE IF EXISTS {t}" for t in SCRATCH_TABLES]  # a swapped-in one is gone
+
+@dataclass(frozen=True)
+class Step:
+    """One statement of the star transaction: the table it writes, how (insert, update or
+    delete: what its row count means), and the prepared table it reads, waited for first."""
+    table: str
+    action: str
+    sql: str
+    needs: str | None = None
+
+
+# In order. The plays take longest to prepare: time is applied first (its rows are ready
+# sooner), and users last (their rows are prepared while the plays are inserted).
+apply_steps = (
+    Step("songs", "insert", song_table_insert),
+    Step("artists", "insert", artist_table_insert),
+    Step("time", "insert", time_table_insert, needs="new_times"),
+    Step("songplays", "insert", songplay_table_insert, needs="new_plays"),
+    Step("users", "update", user_table_update, needs="latest_users"),
+    Step("users", "insert", user_table_insert, needs="latest_users"),
+)
+drop_scratch = [f"DROP TABLE IF EXISTS {t}" for t in SCRATCH_TABLES]
 
 
 def transform_queries(engine):
     """The whole transform as one list of statements, for running in one session (Redshift)."""
     prepare = [q for t in SCRATCH_TABLES for q in prepare_statements(t, engine)]
-    return transform_settings[engine] + prepare + [q for _, q in apply_queries] + drop_scratch
+    return transform_settings[engine] + prepare + [s.sql for s in apply_steps] + drop_scratch
 
 
 # Checks: each counts rows that must not exist; any found and nothing is committed.
@@ -537,132 +560,6 @@ SELECT COUNT(*) FROM new_plays p
 WHERE NOT EXISTS (SELECT 1 FROM new_times n WHERE n.start_time = p.start_time)"""),
 ]
 check_queries = {"postgres": _batch_checks, "redshift": _orphan_check + _duplicate_checks}
-
-# PostgreSQL, a first load: the keys and indexes of the given tables, each as its table, the
-# statement that drops it and the one that builds it again. One with a comment stays in place.
-keys_and_indexes = """
-SELECT c.relname, format('ALTER TABLE %%I DROP CONSTRAINT %%I', c.relname, k.conname),
-       format('ALTER TABLE %%I ADD CONSTRAINT %%I %%s', c.relname, k.conname, pg_get_constraintdef(k.oid))
-FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
-WHERE k.contype IN ('p', 'u') AND c.relname = ANY(%(tables)s)
-  AND c.relnamespace = current_schema()::regnamespace
-  AND NOT EXISTS (SELECT 1 FROM pg_description ds
-                  WHERE ds.objoid = k.oid AND ds.classoid = 'pg_constraint'::regclass
-                     OR ds.objoid = k.conindid AND ds.classoid = 'pg_class'::regclass)
-UNION ALL
-SELECT i.tablename, format('DROP INDEX %%I', i.indexname), i.indexdef
-FROM pg_indexes i
-WHERE i.tablename = ANY(%(tables)s) AND i.schemaname = current_schema()
-  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conname = i.indexname
-                  AND k.connamespace = current_schema()::regnamespace)
-  AND NOT EXISTS (SELECT 1 FROM pg_description ds
-                  WHERE ds.objoid = format('%%I.%%I', i.schemaname, i.indexname)::regclass
-                    AND ds.classoid = 'pg_class'::regclass)"""
-
-# PostgreSQL, a first load: songplays and time, the big ones, are built whole beside the empty
-# table by the connection that prepares their rows (new_plays, new_times, keys added once the
-# rows are in), and the star transaction swaps them in (DROP, RENAME): the rows are written
-# once, and off its connection (with wal_level = minimal, as embedded, without WAL). Only for a
-# table whose replacement would lose nothing: no grants, triggers, rules, policies, comments,
-# storage options, inheritance, and nothing that depends on it (views, foreign keys, serial
-# sequences, columns of its row type) but its own keys, defaults and identity sequences.
-# Emptiness is checked by the caller, under lock.
-SWAPPED = {"songplays": "new_plays", "time": "new_times"}  # star table -> what is built beside it
-swappable = """
-SELECT c.relname FROM pg_class c
-WHERE c.relname = ANY(%(tables)s) AND c.relnamespace = current_schema()::regnamespace
-  AND c.relkind = 'r' AND c.relpersistence = 'p' AND c.reltablespace = 0 AND c.relreplident = 'd'
-  AND c.relacl IS NULL AND c.reloptions IS NULL AND c.relowner = current_user::regrole
-  AND NOT (c.relrowsecurity OR c.relhastriggers OR c.relhasrules OR c.relhassubclass OR c.relispartition)
-  AND c.relam = (SELECT oid FROM pg_am WHERE amname = current_setting('default_table_access_method'))
-  AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
-                  AND (a.attacl IS NOT NULL OR a.attoptions IS NOT NULL OR COALESCE(a.attstattarget, -1) <> -1))
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d LEFT JOIN pg_class o ON d.classid = 'pg_class'::regclass AND o.oid = d.objid
-                  WHERE (d.refobjid = c.oid AND d.refclassid = 'pg_class'::regclass
-                         AND NOT (d.deptype = 'a' AND d.classid IN ('pg_constraint'::regclass, 'pg_attrdef'::regclass)
-                                  OR d.deptype IN ('a', 'i') AND o.relkind IN ('i', 't')
-                                  OR d.deptype = 'i' AND (o.relkind = 'S' OR d.classid = 'pg_type'::regclass)))
-                     OR (d.refobjid = c.reltype AND d.refclassid = 'pg_type'::regclass AND d.deptype = 'n'))
-  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype NOT IN ('p', 'u', 'c'))
-  AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisclustered OR NOT i.indisvalid))
-  AND NOT EXISTS (SELECT 1 FROM pg_description ds
-                  WHERE ds.objoid = c.oid AND ds.classoid = 'pg_class'::regclass AND ds.objsubid = 0)
-  AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_description ds ON ds.objoid = i.indexrelid
-                  WHERE i.indrelid = c.oid AND ds.classoid = 'pg_class'::regclass)
-  AND NOT EXISTS (SELECT 1 FROM pg_constraint k JOIN pg_description ds ON ds.objoid = k.oid
-                  WHERE k.conrelid = c.oid AND ds.classoid = 'pg_constraint'::regclass)"""
-
-# The table's keys and indexes, each as the statement that builds it on the table built beside
-# (as an index named with that table's name in front: the table's own names are taken until the
-# swap) and the one that makes it the table's own after the swap: the key's constraint, which
-# takes the index as it is and gives it its name, or the index's name. NULL: an index not in
-# the expected shape, or a deferrable key (then there is no swap).
-swap_keys = """
-SELECT CASE WHEN starts_with(x.def, x.head) AND NOT COALESCE(k.condeferrable, false) THEN
-            format('%%s %%I ON %%I USING %%s', x.kind, %(new)s || '_' || x.name, %(new)s,
-                   substr(x.def, length(x.head) + 1)) END,
-       CASE WHEN k.oid IS NULL THEN format('ALTER INDEX %%I RENAME TO %%I', %(new)s || '_' || x.name, x.name)
-            ELSE format('ALTER TABLE %%I ADD CONSTRAINT %%I %%s USING INDEX %%I', %(table)s, k.conname,
-                        CASE k.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END,
-                        %(new)s || '_' || x.name) END
-FROM (SELECT x.indexrelid, i.relname AS name, pg_get_indexdef(x.indexrelid) AS def, h.kind,
-             format('%%s %%I ON %%I.%%I USING ', h.kind, i.relname, current_schema(), %(table)s) AS head
-      FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid,
-           LATERAL (SELECT CASE WHEN x.indisunique THEN 'CREATE UNIQUE INDEX' ELSE 'CREATE INDEX' END AS kind) h
-      WHERE x.indrelid = format('%%I', %(table)s)::regclass) x
-LEFT JOIN pg_constraint k ON k.conindid = x.indexrelid AND k.contype IN ('p', 'u')"""
-
-# The table's identity columns: (column, sequence name, last value given, or None if none was).
-# (Not the pg_sequences view: it reads, and locks until the transaction ends, every sequence.)
-swap_sequences = """
-SELECT a.attname, q.relname, pg_sequence_last_value(q.oid)
-FROM pg_depend d
-JOIN pg_class q ON q.oid = d.objid AND q.relkind = 'S'
-JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-WHERE d.classid = 'pg_class'::regclass AND d.refobjid = format('%%I', %(table)s)::regclass
-  AND d.deptype = 'i'"""
-
-# The tables built beside, by CREATE TABLE AS (bulk writes: about twice as fast as INSERT ...
-# SELECT) with the columns, types and NOT NULLs of create_tables' songplays and time; a play's
-# id numbers on from the last one given ({last_id}), in event-key order. The star transaction
-# swaps one in only if its columns are the star table's own (columns_differ).
-build_beside = {
-    "new_plays": [
-        "DROP TABLE IF EXISTS new_plays",
-        "CREATE TABLE new_plays AS SELECT ({last_id} + ROW_NUMBER() OVER ())::BIGINT AS songplay_id, p.* "
-        f"FROM ({new_plays_select}) p",
-        "ALTER TABLE new_plays ALTER songplay_id SET NOT NULL, ALTER start_time SET NOT NULL, "
-        "ALTER session_id SET NOT NULL, ALTER item_in_session SET NOT NULL",
-        "ALTER TABLE new_plays ALTER songplay_id ADD GENERATED ALWAYS AS IDENTITY",
-    ],
-    "new_times": [
-        "DROP TABLE IF EXISTS new_times",
-        "CREATE TABLE new_times AS" + new_times_select,
-        "ALTER TABLE new_times " + ", ".join(f"ALTER {c} SET NOT NULL" for c in (
-            "start_time", "hour", "day", "week", "month", "year", "weekday")),
-    ],
-}
-swap_set_sequence = "SELECT setval(pg_get_serial_sequence(%(table)s, %(column)s), %(value)s)"
-swap_rename_sequence = ("SELECT format('ALTER SEQUENCE %%s RENAME TO %%I', "
-                        "pg_get_serial_sequence(%(table)s, %(column)s), %(name)s)")
-
-# Whether two tables' columns differ: names, order, types, NOT NULL, defaults, identity (and its
-# sequence's type, start, bounds, step, cache, cycling), generation, collation, storage.
-columns_differ = """
-WITH cols AS (
-    SELECT c.relname = %(table)s AS mine, a.attnum,
-           ROW(a.attname, a.atttypid, a.atttypmod, a.attnotnull, a.attidentity, a.attgenerated, a.attcollation,
-               a.attstorage, a.attcompression, pg_get_expr(ad.adbin, ad.adrelid),
-               (SELECT ROW(q.seqtypid, q.seqstart, q.seqincrement, q.seqmax, q.seqmin, q.seqcache, q.seqcycle)
-                FROM pg_sequence q
-                WHERE q.seqrelid = pg_get_serial_sequence(format('%%I', c.relname), a.attname)::regclass))::text AS col
-    FROM pg_class c
-    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-    LEFT JOIN pg_attrdef ad ON ad.adrelid = c.oid AND ad.adnum = a.attnum
-    WHERE c.relname IN (%(table)s, %(new)s) AND c.relnamespace = current_schema()::regnamespace)
-SELECT (SELECT array_agg(col ORDER BY attnum) FROM cols WHERE mine)
-       IS DISTINCT FROM (SELECT array_agg(col ORDER BY attnum) FROM cols WHERE NOT mine)"""
-
 
 count_rows = "SELECT COUNT(*) FROM {table}"
 existing_tables = """

@@ -393,25 +393,12 @@ SERVER_READ_REFUSED = (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.err
                        psycopg2.errors.UndefinedFile)
 
 
-def declare_unchecked_json(cur):
-    """Whether this session may take text as json unchecked (sql_queries.unchecked_json_create):
-    not without a superuser (nor on a server without that built-in function)."""
-    cur.execute("SAVEPOINT unchecked_json")
-    try:
-        cur.execute(sql_queries.unchecked_json_create)
-    except psycopg2.Error as e:
-        cur.execute("ROLLBACK TO SAVEPOINT unchecked_json")
-        log.debug("text checked as json on its way in: %s", str(e).splitlines()[0])
-        return False
-    return True
-
-
 def read_on_server(cur, source, todo, progress, cancel):
     """The embedded server reads local files itself, a chunk from the todo queue per statement
     (the fast path, see sql_queries.server_read_cast), until the queue is empty. Returns (rows
     loaded, files of the chunks it refused: they take the COPY path)."""
     table = SOURCES[source][1]
-    cast = sql_queries.server_read_cast(table, unchecked=declare_unchecked_json(cur))
+    cast = sql_queries.server_read_cast(table)
     loaded, read, refused, started = 0, 0, [], time.monotonic()
     while True:
         if cancel.is_set():

@@ -7,8 +7,12 @@ Bench-only (duckdb is never a runtime dependency). Prints one JSON line: seconds
 import json
 import sys
 import time
+from pathlib import Path
 
 import duckdb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from sql_queries import STAGING_TABLES, STAR_TABLES  # noqa: E402  (only the names)
 
 EVENT_COLUMNS = {"artist": "VARCHAR", "auth": "VARCHAR", "firstName": "VARCHAR", "gender": "VARCHAR",
                  "itemInSession": "INTEGER", "lastName": "VARCHAR", "length": "DOUBLE", "level": "VARCHAR",
@@ -65,7 +69,7 @@ def build(song_dir, log_dir, db_file):
                    dayofweek(start_time) AS weekday
             FROM (SELECT DISTINCT start_time FROM songplays)""")
     counts = {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-              for t in ("staging_events", "staging_songs", "songplays", "users", "songs", "artists", "time")}
+              for t in STAGING_TABLES + STAR_TABLES}
     counts["matched"] = con.execute("SELECT COUNT(song_id) FROM songplays").fetchone()[0]
     con.close()
     return steps, counts

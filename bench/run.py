@@ -19,7 +19,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TABLES = ("staging_events", "staging_songs", "songplays", "users", "songs", "artists", "time")
+sys.path.insert(0, str(ROOT))
+from sql_queries import STAGING_TABLES, STAR_TABLES  # noqa: E402
+
+TABLES = STAGING_TABLES + STAR_TABLES
 
 
 def run_measured(cmd):

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # the scripts, and the bench's generator
 
 import create_tables  # noqa: E402
 import db  # noqa: E402
+import sql_queries  # noqa: E402
 from config import load_config  # noqa: E402
 
 SAMPLE_SONGS = ROOT / "data" / "song_data"
@@ -82,8 +83,20 @@ def table(cfg, name):
 
 def counts(cfg):
     with db.connection(cfg) as conn:
-        return db.row_counts(conn, ("staging_events", "staging_songs", "songplays", "users", "songs",
-                                    "artists", "time", "load_errors"))
+        return db.row_counts(conn, sql_queries.TABLES)
+
+
+def star(cfg):
+    """Every star table's rows."""
+    return {t: table(cfg, t) for t in sql_queries.STAR_TABLES}
+
+
+def keys(cfg):
+    """The star tables' keys and indexes, as definitions."""
+    return query(cfg, "SELECT tablename, indexdef FROM pg_indexes WHERE tablename = ANY(%s) ORDER BY 1, 2",
+                 (list(sql_queries.STAR_TABLES),)) + \
+        query(cfg, "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                   "WHERE contype IN ('p', 'u') ORDER BY 1, 2")
 
 
 # --- Source files --------------------------------------------------------------------------

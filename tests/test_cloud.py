@@ -305,7 +305,7 @@ def test_redshift_ddl_states_the_physical_design():
 def test_shipped_jsonpaths_file_matches_the_staging_columns():
     shipped = json.loads((ROOT / "data" / "log_json_path.json").read_text())
     assert shipped == sql_queries.jsonpaths_document()
-    ddl = sql_queries.staging_table_create("staging_events", "redshift")
+    ddl = sql_queries.TABLE["staging_events"].create("redshift")
     columns = [line.split()[0] for line in ddl.splitlines()[1:-1]]
     assert [p.split("'")[1] for p in shipped["jsonpaths"]] == [k for _, k, _, _ in sql_queries.EVENT_FIELDS]
     assert columns == [c for c, _, _, _ in sql_queries.EVENT_FIELDS]

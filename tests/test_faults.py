@@ -14,13 +14,8 @@ from botocore.stub import Stubber
 import db
 import etl
 from errors import UserError
-from conftest import ROOT, SAMPLE_LOGS, counts, query, reset, run_script, table
-
-STAR = ("songplays", "users", "songs", "artists", "time")
-
-
-def star(cfg):
-    return {t: table(cfg, t) for t in STAR}
+from conftest import ROOT, SAMPLE_LOGS, counts, keys, query, reset, run_script, star
+from sql_queries import STAR_TABLES
 
 
 @pytest.fixture
@@ -125,17 +120,21 @@ def test_process_killed_mid_transform_changes_nothing_and_rerun_completes(batche
     assert star(b) == expected
 
 
-def test_process_killed_while_a_first_load_swaps_its_tables_in_changes_nothing_and_rerun_completes(warehouse):
-    """Stopped at the swap: `time` already swapped in, `songplays` built beside and waiting."""
-    def oids():
-        return query(warehouse, "SELECT to_regclass('songplays')::oid, to_regclass('time')::oid")
-    created = oids()
-    stopped_at(warehouse, "songplays", "wait_event_type = 'Lock' AND query = 'DROP TABLE songplays'", sigkill)
+def test_process_killed_mid_first_load_keeps_every_key_and_rerun_completes(warehouse):
+    """Stopped while users waits for its prepared rows, with its keys dropped in the star
+    transaction (those of songplays and time already built again): all of it is rolled back."""
+    created = keys(warehouse)
+    query(warehouse, "CREATE TABLE latest_users (x INT); SELECT 1")  # the prepare's DROP waits on it
+    with table_locked(warehouse, "latest_users"):
+        proc = etl_process(warehouse)
+        wait_for_backend(warehouse, "state = 'idle in transaction' "
+                                    "AND query LIKE 'ALTER TABLE songplays ADD CONSTRAINT%'")
+        sigkill(proc, None)
+        proc.communicate(timeout=60)
     wait_until_rolled_back(warehouse)
-    assert oids() == created and star(warehouse) == {t: [] for t in STAR}
-    etl.run_etl(warehouse)  # and the tables built beside by the stopped run are no obstacle
-    assert counts(warehouse)["songplays"] == 6820 and oids() != created
-    assert query(warehouse, "SELECT to_regclass('new_plays'), to_regclass('new_times')") == [(None, None)]
+    assert star(warehouse) == {t: [] for t in STAR_TABLES} and keys(warehouse) == created
+    etl.run_etl(warehouse)
+    assert counts(warehouse)["songplays"] == 6820 and keys(warehouse) == created
 
 
 def test_process_killed_mid_staging_changes_nothing_and_rerun_completes(batches, expected, make_cfg, tmp_path):

@@ -12,8 +12,10 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,17 +27,56 @@ from sql_queries import STAGING_TABLES, STAR_TABLES  # noqa: E402
 TABLES = STAGING_TABLES + STAR_TABLES
 
 
-def run_measured(cmd):
-    """Wall seconds, peak RSS (MB) and stdout of one process."""
+def pss_mb(pids):
+    """The proportional set size of these processes together (shared pages counted once), MB."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+        except (OSError, StopIteration):
+            pass  # gone, or not ours to read
+    return total / 1024
+
+
+def server_pids(pgdata):
+    """The embedded server's processes: the postmaster (postmaster.pid) and its children."""
+    try:
+        postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return [postmaster] + children
+
+
+def run_measured(cmd, pgdata=None):
+    """Wall seconds, peak RSS (MB) and stdout of one process; with pgdata also the peak PSS
+    (MB) of it and the embedded server's processes together, sampled every 50 ms (Linux)."""
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    peak, done = [0.0], threading.Event()
+
+    def sample():
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], pss_mb([proc.pid] + server_pids(pgdata)))
+    sampler = threading.Thread(target=sample, daemon=True)
+    if pgdata is not None and Path("/proc/self/smaps_rollup").exists():
+        sampler.start()
     out = proc.stdout.read()
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - started
+    done.set()
     if status:
         sys.exit(f"{' '.join(map(str, cmd))} failed:\n{err.decode()}")
-    return wall, usage.ru_maxrss / 1024, out.decode()
+    result = (wall, usage.ru_maxrss / 1024, out.decode())
+    return result + (peak[0] or None,) if pgdata is not None else result
 
 
 def dataset(out, events, seed):
@@ -62,7 +103,7 @@ def ours(out, folder, events, workers):
                    f"LOG_DATA = {folder / 'log_data'}\n[ETL]\nWORKERS = {workers}\n")
     py = sys.executable
     run_measured([py, "create_tables.py", "--config", str(cfg)])  # also starts the server: not timed
-    wall, rss, stdout = run_measured([py, "etl.py", "--config", str(cfg), "--json"])
+    wall, rss, stdout, pss = run_measured([py, "etl.py", "--config", str(cfg), "--json"], pgdata)
     result = json.loads(stdout)
     _, _, matched = run_measured([py, "analytics.py", "--config", str(cfg), "--csv",
                                   "--sql", "SELECT COUNT(song_id) FROM songplays"])
@@ -70,7 +111,7 @@ def ours(out, folder, events, workers):
     counts["matched"] = int(matched.splitlines()[1])
     steps = result["steps"]
     shutil.rmtree(pgdata, ignore_errors=True)
-    return {"wall": wall, "rss_mb": rss, "counts": counts,
+    return {"wall": wall, "rss_mb": rss, "pss_mb": pss, "counts": counts,
             "phases": {k: steps.get(k) for k in ("staging songs", "staging events", "star tables", "checks")}}
 
 
@@ -97,7 +138,7 @@ def machine():
 
 def report(rows, compare):
     head = (f"{'events':>10} {'songs':>7} {'stg songs':>10} {'stg events':>11} {'star':>7} {'checks':>7} "
-            f"{'total s':>8} {'events/s':>9} {'peak MB':>8}")
+            f"{'total s':>8} {'events/s':>9} {'etl MB':>7} {'all MB':>7}")
     if compare:
         head += f" {'duckdb s':>9} {'duck MB':>8} {'ratio':>6}"
     lines = [head, "-" * len(head)]
@@ -105,10 +146,24 @@ def report(rows, compare):
         o, p = r["ours"], r["ours"]["phases"]
         line = (f"{r['events']:>10,} {r['songs']:>7,} {p['staging songs']:>10.2f} {p['staging events']:>11.2f} "
                 f"{p['star tables']:>7.2f} {p['checks']:>7.2f} {o['wall']:>8.2f} {r['events'] / o['wall']:>9,.0f} "
-                f"{o['rss_mb']:>8.0f}")
+                f"{o['rss_mb']:>7.0f} {o['pss_mb'] or 0:>7.0f}")
         if compare:
             d = r["duckdb"]
             line += f" {d['wall']:>9.2f} {d['rss_mb']:>8.0f} {o['wall'] / d['wall']:>6.2f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def medians(rows, compare):
+    """Per scale: the median of the runs' total seconds (and of DuckDB's, and of the ratios)."""
+    lines = ["", "medians:"]
+    for events in dict.fromkeys(r["events"] for r in rows):
+        runs = [r for r in rows if r["events"] == events]
+        line = (f"{events:>10,} events: ours {statistics.median(r['ours']['wall'] for r in runs):.2f} s, "
+                f"all MB {statistics.median(r['ours']['pss_mb'] or 0 for r in runs):.0f}")
+        if compare:
+            line += (f"; duckdb {statistics.median(r['duckdb']['wall'] for r in runs):.2f} s; ratio "
+                     f"{statistics.median(r['ours']['wall'] / r['duckdb']['wall'] for r in runs):.2f}")
         lines.append(line)
     return "\n".join(lines)
 
@@ -119,6 +174,7 @@ def main(argv=None):
     p.add_argument("--compare", choices=["duckdb"], help="build the same schema with DuckDB too")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--workers", type=int, default=0, help="[ETL] WORKERS (default: two per core)")
+    p.add_argument("--runs", type=int, default=1, help="runs per scale; the table ends with their medians")
     p.add_argument("--out", default=str(HERE / "out"))
     args = p.parse_args(argv)
     if args.compare == "duckdb":
@@ -129,7 +185,7 @@ def main(argv=None):
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for events in (int(s) for s in args.scales.split(",")):
+    for events in (int(s) for s in args.scales.split(",") for _ in range(args.runs)):
         print(f"scale {events:,} events", flush=True)
         folder, manifest = dataset(out, events, args.seed)
         row = {"events": events, "songs": manifest["songs"], "ours": ours(out, folder, events, args.workers)}
@@ -140,7 +196,7 @@ def main(argv=None):
         rows.append(row)
         print(f"  ours {row['ours']['wall']:.2f} s" + (f", duckdb {row['duckdb']['wall']:.2f} s" if args.compare else ""),
               flush=True)
-    table = report(rows, args.compare)
+    table = report(rows, args.compare) + (medians(rows, args.compare) if args.runs > 1 else "")
     print("\n" + table)
     results = {"machine": machine(), "rows": rows, "table": table}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

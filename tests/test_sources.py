@@ -9,7 +9,7 @@ from moto import mock_aws
 import etl
 import staging
 from errors import UserError
-from conftest import counts, event, query, reset, song, table, write_events, write_song
+from conftest import SAMPLE_LOGS, SAMPLE_SONGS, counts, event, query, reset, song, star, table, write_events, write_song
 
 
 def test_every_json_file_under_the_prefix_is_loaded_and_hidden_copies_are_not(make_cfg, tmp_path):
@@ -105,9 +105,8 @@ def upload_tree(s3, local_root, prefix):
 
 
 def test_s3_prefix_loads_the_same_tables_as_the_local_copy(warehouse, bucket, make_cfg, tmp_path):
-    from conftest import SAMPLE_LOGS, SAMPLE_SONGS
     etl.run_etl(warehouse)
-    local = {t: table(warehouse, t) for t in ("songplays", "users", "songs", "artists", "time")}
+    local = star(warehouse)
     upload_tree(bucket, SAMPLE_SONGS, "song_data")
     upload_tree(bucket, SAMPLE_LOGS, "log_data")
     bucket.put_object(Bucket="sparkify-test", Key="log_data/.ipynb_checkpoints/x-checkpoint.json",

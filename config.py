@@ -31,11 +31,14 @@ REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 
 @dataclass(frozen=True)
 class Cluster:
-    """[DWH]: what setup_cluster.py creates."""
+    """[DWH]: what setup_cluster.py creates. cluster_type serverless: a Redshift Serverless
+    namespace and workgroup, both named identifier.lower(), instead of a provisioned cluster."""
     identifier: str = "dwhCluster"
-    cluster_type: str = "multi-node"
-    num_nodes: int = 4
-    node_type: str = "dc2.large"
+    cluster_type: str = "multi-node"  # multi-node | single-node | serverless
+    num_nodes: int = 2                # the smallest multi-node cluster (see docs/redshift.md)
+    node_type: str = "ra3.large"      # the smallest node type for new clusters
+    base_rpu: int = 4                 # serverless: the smallest base capacity
+    max_rpu_hours: int = 16           # serverless: usage limit, RPU-hours per day
     iam_role_name: str = "dwhRole"
     db_name: str = "dwh"
     db_user: str = "dwhuser"
@@ -60,7 +63,8 @@ class Config:
     log_data: str = str(ROOT / "data" / "log_data")
     log_jsonpath: str = "auto"
     iam_role_arn: str = ""
-    region: str = ""
+    region: str = ""                  # [AWS] REGION: where the cluster is
+    data_region: str = ""             # [S3] REGION: where the data is (COPY's REGION)
     aws_key: str = field(default="", repr=False)
     aws_secret: str = field(default="", repr=False)
     max_errors: int = 0
@@ -106,8 +110,25 @@ def read_ini(path):
     for name in p.sections():
         merged = sections.setdefault(name.strip().upper(), {})
         for key, value in p.items(name):
-            merged[key.lower()] = unquote(value)
+            merged[key.lower()] = unquote(split_comment(value)[0])
     return sections
+
+
+INLINE_COMMENT = re.compile(r"[ \t]+[;#]")
+
+
+def split_comment(value):
+    """(value, inline comment): a ; or # after whitespace starts a comment, except inside quotes."""
+    body = value.lstrip(" \t")
+    if body[:1] in ("'", '"'):
+        end = body.find(body[0], 1)
+        if end != -1:
+            rest = body[end + 1:]
+            if not rest.strip() or INLINE_COMMENT.match(rest):
+                cut = len(value) - len(rest)
+                return value[:cut], value[cut:]
+    found = INLINE_COMMENT.search(value)
+    return (value[:found.start()], value[found.start():]) if found else (value, "")
 
 
 def _ini_error(e):
@@ -172,9 +193,12 @@ def build_config(sections, path, environ):
         engine=engine,
         embedded=embedded,
         host=host,
-        port=get_int(get, "CLUSTER", "db_port", 5439 if engine == "redshift" else 5432, 1, 65535),
-        db_name=get("CLUSTER", "db_name") or ("dev" if engine == "redshift" else "postgres"),
-        db_user=get("CLUSTER", "db_user") or ("awsuser" if engine == "redshift" else "postgres"),
+        port=(get_int(get, "CLUSTER", "db_port", 0, 1, 65535) or get_int(get, "DWH", "dwh_port", 0, 1, 65535)
+              or (5439 if engine == "redshift" else 5432)),
+        db_name=(get("CLUSTER", "db_name") or get("DWH", "dwh_db")
+                 or ("dev" if engine == "redshift" else "postgres")),
+        db_user=(get("CLUSTER", "db_user") or get("DWH", "dwh_db_user")
+                 or ("awsuser" if engine == "redshift" else "postgres")),
         db_password=(environ.get("DWH_DB_PASSWORD") or get("CLUSTER", "db_password")
                      or get("DWH", "dwh_db_password")),
         data_dir=(base / get("LOCAL", "data_dir")).resolve() if get("LOCAL", "data_dir") else defaults.data_dir,
@@ -184,6 +208,7 @@ def build_config(sections, path, environ):
         iam_role_arn=_optional(get("IAM_ROLE", "arn"), ROLE_ARN, "[IAM_ROLE] ARN",
                                "arn:aws:iam::<12 digits>:role/<name>", path),
         region=_optional(get("AWS", "region"), REGION, "[AWS] REGION", "a region name like us-west-2", path),
+        data_region=_optional(get("S3", "region"), REGION, "[S3] REGION", "a region name like us-west-2", path),
         aws_key=get("AWS", "key"),
         aws_secret=get("AWS", "secret"),
         max_errors=get_int(get, "ETL", "max_errors", 0, 0, 10**9),
@@ -200,9 +225,11 @@ def build_cluster(get, path):
     d = Cluster()
     return Cluster(
         identifier=get("DWH", "dwh_cluster_identifier") or d.identifier,
-        cluster_type=get("DWH", "dwh_cluster_type") or d.cluster_type,
+        cluster_type=(get("DWH", "dwh_cluster_type") or d.cluster_type).lower(),
         num_nodes=get_int(get, "DWH", "dwh_num_nodes", d.num_nodes, 1, 128),
-        node_type=get("DWH", "dwh_node_type") or d.node_type,
+        node_type=(get("DWH", "dwh_node_type") or d.node_type).lower(),
+        base_rpu=get_int(get, "DWH", "dwh_base_rpu", d.base_rpu, 1, 1024),
+        max_rpu_hours=get_int(get, "DWH", "dwh_max_rpu_hours", d.max_rpu_hours, 1, 10**6),
         iam_role_name=get("DWH", "dwh_iam_role_name") or d.iam_role_name,
         db_name=get("DWH", "dwh_db") or get("CLUSTER", "db_name") or d.db_name,
         db_user=get("DWH", "dwh_db_user") or get("CLUSTER", "db_user") or d.db_user,
@@ -275,30 +302,37 @@ def warn_if_readable(path):
 def update_file(path, changes):
     """Set {(SECTION, KEY): value} in an ini file in place, keeping every other line and comment.
 
-    A key keeps its spelling and quoting style; a missing key is added at the top of its
-    section, a missing section at the end of the file.
+    A key keeps its spelling, its quoting style and any inline comment after its value; the
+    file keeps its line endings and its UTF-8 byte-order mark. A missing key is added at the
+    top of its section, a missing section at the end of the file.
     """
-    lines = Path(path).read_text(encoding="utf-8-sig").splitlines(keepends=True)
+    raw = Path(path).read_bytes()
+    bom = raw.startswith(b"\xef\xbb\xbf")
+    lines = re.findall(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+$", raw.decode("utf-8-sig"))
+    newline = "\r\n" if any(line.endswith("\r\n") for line in lines) else "\n"
     pending = {(s.upper(), k.lower()): v for (s, k), v in changes.items()}
     section, headers = None, {}
     for i, line in enumerate(lines):
-        header = re.match(r"\s*\[([^\]]+)\]", line)
+        header = re.match(r"[ \t]*\[([^\]]+)\]", line)
         if header:
             section = header.group(1).strip().upper()
             headers.setdefault(section, i)
             continue
-        entry = re.match(r"(\s*)([^=:#;\s]+)(\s*[=:]\s*)(.*?)(\r?\n?)$", line)
+        entry = re.match(r"([ \t]*)([^=:#;\s]+)([ \t]*[=:])(.*?)(\r\n|\n|\r)?$", line, re.S)
         if entry and (section, entry.group(2).lower()) in pending:
             value = pending.pop((section, entry.group(2).lower()))
-            old = entry.group(4).strip()
+            old, comment = split_comment(entry.group(4))
+            space = old[:len(old) - len(old.lstrip(" \t"))]
+            old = old.strip()
             quote = old[0] if len(old) >= 2 and old[0] == old[-1] and old[0] in "'\"" else ""
-            lines[i] = f"{entry.group(1)}{entry.group(2)}{entry.group(3)}{quote}{value}{quote}{entry.group(5) or chr(10)}"
+            end = entry.group(5) or newline
+            lines[i] = f"{entry.group(1)}{entry.group(2)}{entry.group(3)}{space}{quote}{value}{quote}{comment}{end}"
     for (section, key), value in sorted(pending.items(), key=lambda kv: -headers.get(kv[0][0], -1)):
         if section in headers:
-            lines.insert(headers[section] + 1, f"{key.upper()}={value}\n")
+            lines.insert(headers[section] + 1, f"{key.upper()}={value}{newline}")
         else:
-            if lines and not lines[-1].endswith("\n"):
-                lines[-1] += "\n"
-            lines += [f"\n[{section}]\n", f"{key.upper()}={value}\n"]
+            if lines and not lines[-1].endswith(("\n", "\r")):
+                lines[-1] += newline
+            lines += [f"{newline}[{section}]{newline}", f"{key.upper()}={value}{newline}"]
             headers[section] = len(lines) - 2
-    Path(path).write_text("".join(lines), encoding="utf-8")
+    Path(path).write_bytes((b"\xef\xbb\xbf" if bom else b"") + "".join(lines).encode("utf-8"))

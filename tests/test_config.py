@@ -137,3 +137,61 @@ def test_bad_configuration_is_one_clear_error(tmp_path, text, message):
     path = tmp_path / "missing.cfg" if text is None else write(tmp_path, text)
     with pytest.raises(UserError, match=message):
         config.load_config(str(path))
+
+
+# --- Writing back (setup_cluster.py) and reading again -----------------------------------------
+COURSE_STYLE = ('\ufeff[CLUSTER]\r\nHOST=\r\nDB_NAME="dwh"  ; the database\r\nDB_PASSWORD=\'Passw0rdX\'\r\n\r\n'
+                '[IAM_ROLE]\r\nARN= # written by setup_cluster.py\r\n\r\n[S3]\r\n'
+                'LOG_DATA=\'s3://udacity-dend/log_data\'\r\nSONG_DATA=\'s3://udacity-dend/song_data\'\r\n')
+HOST = "dwhcluster.abc123xyz.us-west-2.redshift.amazonaws.com"
+ARN = "arn:aws:iam::123456789012:role/dwhRole"
+
+
+def test_an_empty_value_is_filled_on_its_own_line(tmp_path):
+    path = tmp_path / "dwh.cfg"
+    path.write_text("[CLUSTER]\nHOST=\nDB_NAME=dwh\n[IAM_ROLE]\nARN=\n")  # the value used to land on the next line
+    config.update_file(path, {("CLUSTER", "HOST"): HOST, ("IAM_ROLE", "ARN"): ARN})
+    assert path.read_text() == f"[CLUSTER]\nHOST={HOST}\nDB_NAME=dwh\n[IAM_ROLE]\nARN={ARN}\n"
+
+
+def test_empty_values_are_filled_on_their_own_line_keeping_comments_crlf_and_bom(tmp_path):
+    path = tmp_path / "dwh.cfg"
+    path.write_bytes(COURSE_STYLE.encode("utf-8"))
+    config.update_file(path, {("CLUSTER", "HOST"): HOST, ("IAM_ROLE", "ARN"): ARN, ("CLUSTER", "DB_NAME"): "dwh"})
+    assert path.read_bytes().decode("utf-8") == (
+        COURSE_STYLE.replace("HOST=\r\n", f"HOST={HOST}\r\n").replace("ARN= #", f"ARN={ARN} #"))
+    cfg = config.load_config(str(path))
+    assert (cfg.host, cfg.iam_role_arn, cfg.db_name, cfg.engine) == (HOST, ARN, "dwh", "redshift")
+
+
+def test_quotes_key_spelling_and_inline_comments_are_kept(tmp_path):
+    path = tmp_path / "dwh.cfg"
+    path.write_text("[cluster]\nHost = '' ; endpoint\n[iam_role]\narn=\"\"\n")
+    config.update_file(path, {("CLUSTER", "HOST"): HOST, ("IAM_ROLE", "ARN"): ARN})
+    assert path.read_text() == f"[cluster]\nHost = '{HOST}' ; endpoint\n[iam_role]\narn=\"{ARN}\"\n"
+    config.update_file(path, {("CLUSTER", "HOST"): "", ("IAM_ROLE", "ARN"): ""})  # teardown clears them
+    assert path.read_text() == "[cluster]\nHost = '' ; endpoint\n[iam_role]\narn=\"\"\n"
+
+
+@pytest.mark.parametrize("line,value", [
+    ("HOST=db.example.org ; the server", "db.example.org"),
+    ("HOST=db.example.org\t# the server", "db.example.org"),
+    ("HOST='db.example.org' ; quoted", "db.example.org"),
+    ("HOST=db.example.org;no-space", "db.example.org;no-space"),  # a comment needs whitespace before it
+])
+def test_inline_comments_are_not_part_of_the_value(tmp_path, line, value):
+    assert config.load_config(str(write(tmp_path, f"[CLUSTER]\n{line}\n"))).host == value
+
+
+def test_quoted_values_keep_their_comment_characters(tmp_path):
+    cfg = config.load_config(str(write(tmp_path, "[CLUSTER]\nHOST=h.example.org\nDB_PASSWORD='Pa ss #1;x'\n")))
+    assert cfg.db_password == "Pa ss #1;x"
+
+
+def test_connection_settings_come_from_cluster_else_dwh(tmp_path):
+    base = f"[CLUSTER]\nHOST={HOST}\n[IAM_ROLE]\nARN={ARN}\n" + S3
+    only_dwh = config.load_config(str(write(tmp_path, base + "[DWH]\nDWH_DB=dwh\nDWH_DB_USER=dwhuser\nDWH_PORT=5440\n")))
+    assert (only_dwh.db_name, only_dwh.db_user, only_dwh.port) == ("dwh", "dwhuser", 5440)
+    both = config.load_config(str(write(tmp_path, base.replace("[IAM_ROLE]", "DB_NAME=a\nDB_USER=b\nDB_PORT=5441\n[IAM_ROLE]")
+                                         + "[DWH]\nDWH_DB=dwh\nDWH_DB_USER=dwhuser\nDWH_PORT=5440\n")))
+    assert (both.db_name, both.db_user, both.port) == ("a", "b", 5441)

@@ -1,107 +1,42 @@
-"""Create the Redshift cluster described in dwh.cfg, safely: an IAM role that can read
-only the configured S3 prefixes, an encrypted cluster that is private unless you say
-otherwise, and a port opened to one CIDR only if you name it. Writes the endpoint and
-the role ARN back into dwh.cfg. Safe to re-run: what exists is reused."""
+"""Create the Redshift warehouse described in dwh.cfg, safely: an IAM role that can read
+only the configured S3 prefixes, then an encrypted provisioned cluster (or, with
+DWH_CLUSTER_TYPE = serverless, a Redshift Serverless namespace and workgroup capped by a
+daily usage limit), private unless you name a CIDR. The whole configuration is checked
+before anything is created. Writes the endpoint, the role ARN, the connection settings and
+the data's region back into dwh.cfg. Safe to re-run: what exists is reused, a paused
+cluster is resumed."""
 import ipaddress
 import json
 import logging
 import re
 import sys
-import time
-from contextlib import contextmanager
 
 import config
+from aws_common import (aws_clients, aws_errors, aws_session, cluster_security_group, describe_cluster,
+                        error_code, get_namespace, get_workgroup, ingress_permission, require_cfg_file,
+                        security_group_id, wait_for, wait_for_workgroup)
 from cli import main_entry
 from errors import UserError
 
 log = logging.getLogger("sparkify")
 
 POLICY_NAME = "sparkify-s3-read"
-RULE_DESCRIPTION = "sparkify: Redshift access"
 TRUST_POLICY = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "redshift.amazonaws.com"},
                    "Action": "sts:AssumeRole"}],
 }
+# Node types AWS accepts for new clusters (docs/redshift.md and tests/aws_rules.py name the sources).
+NODE_TYPES = ("ra3.large", "ra3.xlplus", "ra3.4xlarge", "ra3.16xlarge")
+RETIRED_NODE_FAMILIES = ("dc1.", "dc2.", "ds1.", "ds2.")
+CLUSTER_TYPES = ("multi-node", "single-node", "serverless")
+SERVERLESS_NAME = re.compile(r"^[a-z0-9-]{3,64}$")
+SERVERLESS_PORTS = (range(5431, 5456), range(8191, 8216))
 
 
-# --- AWS plumbing shared with teardown_cluster.py ---------------------------------------------
-def aws_clients(cfg, *services):
-    """boto3 clients; [AWS] KEY/SECRET if both are set, else the standard credential chain."""
-    import boto3
-    kwargs = {"region_name": cfg.region or None}
-    if cfg.aws_key and cfg.aws_secret:
-        kwargs.update(aws_access_key_id=cfg.aws_key, aws_secret_access_key=cfg.aws_secret)
-    session = boto3.session.Session(**kwargs)
-    if session.region_name is None:
-        raise UserError("no AWS region: set [AWS] REGION in dwh.cfg (or AWS_DEFAULT_REGION)")
-    return [session.client(s) for s in services]
-
-
-CREDENTIAL_ERRORS = {"InvalidClientTokenId", "SignatureDoesNotMatch", "UnrecognizedClientException",
-                     "AuthFailure", "ExpiredToken", "InvalidAccessKeyId"}
-QUOTA_ERRORS = {"ClusterQuotaExceeded", "ClusterQuotaExceededFault", "NumberOfNodesQuotaExceeded",
-                "NumberOfNodesPerClusterLimitExceeded", "LimitExceeded", "RulesPerSecurityGroupLimitExceeded"}
-
-
-def error_code(e):
-    return e.response.get("Error", {}).get("Code", "")
-
-
-@contextmanager
-def aws_errors(action):
-    """Turn AWS failures into one line saying what was being done and what to do."""
-    from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError, BotoCoreError
-    try:
-        yield
-    except NoCredentialsError:
-        raise UserError(f"{action}: no AWS credentials; set [AWS] KEY and SECRET in dwh.cfg, "
-                        "or configure the AWS CLI (aws configure / AWS_PROFILE)")
-    except NoRegionError:
-        raise UserError(f"{action}: no AWS region; set [AWS] REGION in dwh.cfg")
-    except ClientError as e:
-        code, message = error_code(e), e.response.get("Error", {}).get("Message", "")
-        if code in CREDENTIAL_ERRORS:
-            raise UserError(f"{action}: AWS rejected the credentials ({code}); check [AWS] KEY and SECRET")
-        if code in QUOTA_ERRORS:
-            raise UserError(f"{action}: AWS quota reached ({code}): {message}")
-        if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
-            raise UserError(f"{action}: access denied ({message or code})")
-        raise UserError(f"{action}: {code}: {message}")
-    except BotoCoreError as e:
-        raise UserError(f"{action}: {e}")
-
-
-def require_cfg_file(cfg, script):
-    if cfg.path is None:
-        raise UserError(f"{script} needs a dwh.cfg: copy dwh.cfg.example to dwh.cfg and fill in [DWH], "
-                        "[CLUSTER] DB_PASSWORD (or set DWH_DB_PASSWORD) and [S3]")
-
-
-# --- What the cluster may read ------------------------------------------------------------------
-def s3_read_policy(cfg):
-    """Read access to exactly the configured S3 prefixes (and listing of their buckets)."""
-    objects, buckets = [], []
-    for uri in (cfg.song_data, cfg.log_data, cfg.log_jsonpath):
-        if not uri.startswith("s3://"):
-            continue
-        bucket, _, prefix = uri[len("s3://"):].partition("/")
-        objects.append(f"arn:aws:s3:::{bucket}/{prefix}*")
-        buckets.append(f"arn:aws:s3:::{bucket}")
-    if not objects:
-        raise UserError("[S3] SONG_DATA and LOG_DATA must be s3:// URIs for a Redshift cluster to read them")
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(set(objects))},
-            {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
-             "Resource": sorted(set(buckets))},
-        ],
-    }
-
-
+# --- Checking the whole configuration before any AWS call ---------------------------------------
 def check_cidr(cidr, allow_anywhere):
-    """The CIDR allowed to reach the cluster, checked; refuse the whole internet unless asked."""
+    """The CIDR allowed to reach the warehouse, checked; refuse the whole internet unless asked."""
     if not cidr:
         return None
     try:
@@ -123,24 +58,143 @@ def check_password(password):
                         "lower-case letter and a digit, and no ' \" \\ / @ or space (Redshift's rule)")
 
 
+def check_node_type(node_type):
+    if node_type.startswith(RETIRED_NODE_FAMILIES):
+        raise UserError(f"[DWH] DWH_NODE_TYPE {node_type} is no longer available for new Redshift clusters; "
+                        "set DWH_NODE_TYPE=ra3.large (the smallest current node type)")
+    if node_type not in NODE_TYPES:
+        raise UserError(f"[DWH] DWH_NODE_TYPE must be one of {', '.join(NODE_TYPES)}, not {node_type!r}")
+
+
+def check_serverless(c):
+    if not SERVERLESS_NAME.match(c.identifier.lower()):
+        raise UserError(f"[DWH] DWH_CLUSTER_IDENTIFIER {c.identifier!r} cannot name a serverless namespace: "
+                        "3 to 64 letters, digits or hyphens")
+    if not (c.base_rpu == 4 or (8 <= c.base_rpu <= 512 and c.base_rpu % 8 == 0)
+            or (512 < c.base_rpu <= 1024 and c.base_rpu % 32 == 0)):
+        raise UserError(f"[DWH] DWH_BASE_RPU must be 4, a multiple of 8 up to 512, or a multiple of 32 "
+                        f"up to 1024, not {c.base_rpu}")
+    if not any(c.port in ports for ports in SERVERLESS_PORTS):
+        raise UserError(f"[DWH] DWH_PORT {c.port} is not a Redshift Serverless port (5431-5455 or 8191-8215)")
+
+
+def data_uris(cfg):
+    """The S3 sources COPY reads: song and log data, and the JSONPaths file if there is one."""
+    for key, uri in (("SONG_DATA", cfg.song_data), ("LOG_DATA", cfg.log_data)):
+        if not uri.startswith("s3://"):
+            raise UserError(f"[S3] {key} must be an s3:// URI for Redshift to read it, not {uri!r}")
+    return [cfg.song_data, cfg.log_data] + ([cfg.log_jsonpath] if cfg.log_jsonpath.startswith("s3://") else [])
+
+
+def validate(cfg, allow_anywhere=False):
+    """Every check that needs no AWS call, so nothing is created for a configuration that would fail."""
+    require_cfg_file(cfg, "setup_cluster.py")
+    check_password(cfg.db_password)
+    cidr = check_cidr(cfg.cluster.allowed_cidr, allow_anywhere)
+    data_uris(cfg)
+    c = cfg.cluster
+    if c.cluster_type not in CLUSTER_TYPES:
+        raise UserError(f"[DWH] DWH_CLUSTER_TYPE must be one of {', '.join(CLUSTER_TYPES)}, not {c.cluster_type!r}")
+    if c.cluster_type == "serverless":
+        check_serverless(c)
+    else:
+        check_node_type(c.node_type)
+    if aws_session(cfg).region_name is None:
+        raise UserError("no AWS region: set [AWS] REGION in dwh.cfg (or AWS_DEFAULT_REGION)")
+    return cidr
+
+
+# --- What the warehouse may read ------------------------------------------------------------------
+def policy_literal(text):
+    """A policy string matching text literally: * ? $ become the ${*} ${?} ${$} policy variables."""
+    return re.sub(r"[*?$]", lambda m: "${" + m.group(0) + "}", text)
+
+
+def s3_read_policy(cfg):
+    """List and read exactly the configured prefixes and the JSONPaths file, nothing else.
+
+    s3:ListBucket sits in a statement of its own: its s3:prefix condition key exists only on
+    list requests, and a condition on a missing key is false."""
+    listing, objects = {}, []
+    for uri in data_uris(cfg):
+        bucket, _, key = uri[len("s3://"):].partition("/")
+        exact = uri == cfg.log_jsonpath
+        objects.append(f"arn:aws:s3:::{bucket}/{policy_literal(key)}{'' if exact else '*'}")
+        prefixes = listing.setdefault(bucket, [])
+        if key:
+            prefixes += [policy_literal(key), policy_literal(key) + ("*" if key.endswith("/") else "/*")]
+        else:
+            prefixes.append(None)  # the whole bucket
+    statements = []
+    for bucket, prefixes in sorted(listing.items()):
+        statement = {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}"}
+        if None not in prefixes:
+            statement["Condition"] = {"StringLike": {"s3:prefix": sorted(set(prefixes))}}
+        statements.append(statement)
+    statements.append({"Effect": "Allow", "Action": "s3:GetObject", "Resource": sorted(set(objects))})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def find_data_region(s3, cfg):
+    """The region of the configured buckets, from S3 HeadBucket's x-amz-bucket-region header
+    (sent even with a 403). None when S3 does not say."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    regions = {}
+    for uri in data_uris(cfg):
+        bucket = uri[len("s3://"):].partition("/")[0]
+        if bucket in regions:
+            continue
+        try:
+            response = s3.head_bucket(Bucket=bucket)
+        except ClientError as e:
+            response = e.response
+        except BotoCoreError as e:
+            log.warning("could not ask S3 where bucket %s is (%s)", bucket, e)
+            return None
+        regions[bucket] = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+        if not regions[bucket]:
+            return None
+    if len(set(regions.values())) > 1:
+        raise UserError("the [S3] buckets are in different regions "
+                        f"({', '.join(f'{b}: {r}' for b, r in sorted(regions.items()))}); "
+                        "COPY reads from one region: copy the data into one region")
+    return next(iter(regions.values()))
+
+
+def data_region(s3, cfg):
+    """[S3] REGION, else the buckets' own region, else [AWS] REGION (said so). Returns (region, found)."""
+    if cfg.data_region:
+        return cfg.data_region, False
+    found = find_data_region(s3, cfg)
+    if found:
+        log.info("the data is in %s (from S3)", found)
+        return found, True
+    region = cfg.region or s3.meta.region_name
+    log.warning("could not find the region of the [S3] buckets; COPY will use [AWS] REGION %s "
+                "(set [S3] REGION if the data is elsewhere)", region)
+    return region, False
+
+
 # --- The steps ----------------------------------------------------------------------------------
 def ensure_role(iam, cfg):
     """The role Redshift assumes, with the S3 read policy; created or reused. Returns its ARN."""
     name = cfg.cluster.iam_role_name
+    policy = json.dumps(s3_read_policy(cfg))
     with aws_errors(f"creating IAM role {name}"):
         try:
             arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(TRUST_POLICY),
-                                  Description="Lets the Sparkify Redshift cluster read its S3 sources")["Role"]["Arn"]
+                                  Description="Lets the Sparkify Redshift warehouse read its S3 sources")["Role"]["Arn"]
             log.info("created IAM role %s", name)
         except iam.exceptions.EntityAlreadyExistsException:
             arn = iam.get_role(RoleName=name)["Role"]["Arn"]
             log.info("IAM role %s exists; reusing it", name)
-        iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(s3_read_policy(cfg)))
+        iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=policy)
     return arn
 
 
 def ensure_cluster(redshift, cfg, role_arn):
-    """Create the cluster (encrypted; public only if configured), or reuse it. Returns its description."""
+    """Create the cluster (encrypted; public only if configured), or reuse it: resume it if paused,
+    attach the role if missing. Returns its description."""
     c = cfg.cluster
     params = dict(ClusterIdentifier=c.identifier, ClusterType=c.cluster_type, NodeType=c.node_type,
                   DBName=c.db_name, MasterUsername=c.db_user, MasterUserPassword=cfg.db_password,
@@ -153,100 +207,165 @@ def ensure_cluster(redshift, cfg, role_arn):
             log.info("creating cluster %s: %s x %s, encrypted, %s", c.identifier,
                      c.num_nodes if c.cluster_type == "multi-node" else 1, c.node_type,
                      "publicly accessible" if c.publicly_accessible else "private")
+            return cluster
         except redshift.exceptions.ClusterAlreadyExistsFault:
             cluster = describe_cluster(redshift, c.identifier)
             log.info("cluster %s exists (%s); reusing it", c.identifier, cluster["ClusterStatus"])
+    resume_cluster(redshift, cluster)
+    attach_role(redshift, cluster, role_arn)
     return cluster
 
 
-def describe_cluster(redshift, identifier):
-    """The cluster's description, or None if there is no such cluster."""
-    try:
-        return redshift.describe_clusters(ClusterIdentifier=identifier)["Clusters"][0]
-    except redshift.exceptions.ClusterNotFoundFault:
-        return None
+def resume_cluster(redshift, cluster):
+    """A paused cluster is resumed (the wait for 'available' follows). True if it was paused."""
+    if cluster["ClusterStatus"] != "paused":
+        return False
+    with aws_errors(f"resuming cluster {cluster['ClusterIdentifier']}"):
+        redshift.resume_cluster(ClusterIdentifier=cluster["ClusterIdentifier"])
+    log.info("resuming paused cluster %s", cluster["ClusterIdentifier"])
+    return True
 
 
-def wait_for(redshift, waiter_name, identifier, poll_seconds, timeout=3600):
-    """boto3's waiter, one attempt at a time, so progress can be reported."""
-    from botocore.exceptions import WaiterError
-    waiter = redshift.get_waiter(waiter_name)
-    started = time.monotonic()
-    while True:
-        try:
-            waiter.wait(ClusterIdentifier=identifier, WaiterConfig={"Delay": poll_seconds, "MaxAttempts": 1})
-            return
-        except WaiterError as e:
-            if "terminal failure" in str(e) or time.monotonic() - started > timeout:
-                raise UserError(f"cluster {identifier}: {str(e).splitlines()[0]}")
-            status = (e.last_response or {}).get("Clusters", [{}])[0].get("ClusterStatus", "pending")
-            log.info("  cluster %s: %s (%d s)", identifier, status, time.monotonic() - started)
-            time.sleep(poll_seconds)
+def attach_role(redshift, cluster, role_arn):
+    """COPY's IAM_ROLE must be attached to the cluster: add it if missing. True if it was added."""
+    if role_arn in [r["IamRoleArn"] for r in cluster.get("IamRoles") or []]:
+        return False
+    with aws_errors(f"attaching role {role_arn} to cluster {cluster['ClusterIdentifier']}"):
+        redshift.modify_cluster_iam_roles(ClusterIdentifier=cluster["ClusterIdentifier"], AddIamRoles=[role_arn])
+    log.info("attached role %s to cluster %s", role_arn, cluster["ClusterIdentifier"])
+    return True
 
 
-def security_group_id(ec2, cfg, cluster):
-    """The group that guards the cluster: configured, the cluster's own, or the default VPC's."""
-    if cfg.cluster.security_group_id:
-        return cfg.cluster.security_group_id
-    groups = (cluster or {}).get("VpcSecurityGroups") or []
-    if groups:
-        return groups[0]["VpcSecurityGroupId"]
-    found = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["default"]}])
-    return found["SecurityGroups"][0]["GroupId"]
-
-
-def ingress_permission(cfg, cidr):
-    return {"IpProtocol": "tcp", "FromPort": cfg.cluster.port, "ToPort": cfg.cluster.port,
-            "IpRanges": [{"CidrIp": cidr, "Description": RULE_DESCRIPTION}]}
-
-
-def open_port(ec2, cfg, cluster, cidr):
-    """Allow cidr (and nothing wider) to reach the cluster's port; reuse an existing rule."""
+def open_port(ec2, cfg, group, cidr):
+    """Allow cidr (and nothing wider) to reach the port; reuse an existing rule."""
     from botocore.exceptions import ClientError
-    group = security_group_id(ec2, cfg, cluster)
-    with aws_errors(f"opening port {cfg.cluster.port} to {cidr}"):
+    port = cfg.cluster.port
+    with aws_errors(f"opening port {port} to {cidr}"):
         try:
-            ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[ingress_permission(cfg, cidr)])
-            log.info("opened port %d of security group %s to %s", cfg.cluster.port, group, cidr)
+            ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[ingress_permission(port, cidr)])
+            log.info("opened port %d of security group %s to %s", port, group, cidr)
         except ClientError as e:
-            if error_code(e) == "InvalidPermission.Duplicate":
-                log.info("port %d of %s is already open to %s; reusing the rule", cfg.cluster.port, group, cidr)
-            else:
+            if error_code(e) != "InvalidPermission.Duplicate":
                 raise
+            log.info("port %d of %s is already open to %s; reusing the rule", port, group, cidr)
     return group
 
 
-def setup(cfg, allow_anywhere=False, poll_seconds=15):
-    """Every step, in order. Returns (endpoint host, role ARN)."""
-    require_cfg_file(cfg, "setup_cluster.py")
-    check_password(cfg.db_password)
-    cidr = check_cidr(cfg.cluster.allowed_cidr, allow_anywhere)
-    iam, redshift, ec2 = aws_clients(cfg, "iam", "redshift", "ec2")
-    role_arn = ensure_role(iam, cfg)
+def setup_provisioned(cfg, clients, role_arn, cidr, poll_seconds):
+    redshift, ec2 = clients["redshift"], clients["ec2"]
     ensure_cluster(redshift, cfg, role_arn)
     log.info("waiting for cluster %s to be available (usually 5 to 15 minutes)", cfg.cluster.identifier)
     with aws_errors(f"waiting for cluster {cfg.cluster.identifier}"):
         wait_for(redshift, "cluster_available", cfg.cluster.identifier, poll_seconds)
         cluster = describe_cluster(redshift, cfg.cluster.identifier)
+        if cidr:
+            open_port(ec2, cfg, cluster_security_group(ec2, cfg, cluster), cidr)
+    return cluster["Endpoint"]["Address"], cluster["Endpoint"].get("Port", cfg.cluster.port)
+
+
+# --- Redshift Serverless ------------------------------------------------------------------------
+def ensure_namespace(serverless, cfg, role_arn):
+    """The namespace (admin user, password, database) with the role as its default IAM role."""
+    c, name = cfg.cluster, cfg.cluster.identifier.lower()
+    with aws_errors(f"creating namespace {name}"):
+        namespace = get_namespace(serverless, name)
+        if namespace is None:
+            log.info("creating Redshift Serverless namespace %s", name)
+            return serverless.create_namespace(
+                namespaceName=name, adminUsername=c.db_user, adminUserPassword=cfg.db_password,
+                dbName=c.db_name, defaultIamRoleArn=role_arn, iamRoles=[role_arn])["namespace"]
+        log.info("namespace %s exists; reusing it", name)
+        if role_arn not in namespace.get("iamRoles", []) or namespace.get("defaultIamRoleArn") != role_arn:
+            roles = [r for r in namespace.get("iamRoles", []) if r != role_arn] + [role_arn]
+            namespace = serverless.update_namespace(namespaceName=name, defaultIamRoleArn=role_arn,
+                                                    iamRoles=roles)["namespace"]
+            log.info("made %s the default IAM role of namespace %s", role_arn, name)
+    return namespace
+
+
+def ensure_workgroup(serverless, cfg):
+    """The workgroup at the configured base capacity; private unless configured otherwise."""
+    c, name = cfg.cluster, cfg.cluster.identifier.lower()
+    with aws_errors(f"creating workgroup {name}"):
+        workgroup = get_workgroup(serverless, name)
+        if workgroup is not None:
+            log.info("workgroup %s exists (%s); reusing it", name, workgroup["status"])
+            return workgroup
+        params = dict(workgroupName=name, namespaceName=name, baseCapacity=c.base_rpu,
+                      publiclyAccessible=c.publicly_accessible, port=c.port)
+        if c.security_group_id:
+            params["securityGroupIds"] = [c.security_group_id]
+        log.info("creating Redshift Serverless workgroup %s: base capacity %d RPU, %s", name, c.base_rpu,
+                 "publicly accessible" if c.publicly_accessible else "private")
+        return serverless.create_workgroup(**params)["workgroup"]
+
+
+def ensure_usage_limit(serverless, cfg, workgroup_arn):
+    """A cap that really caps: DWH_MAX_RPU_HOURS per day, then the workgroup is deactivated
+    (the API's defaults, monthly and log-only, cap nothing)."""
+    amount = cfg.cluster.max_rpu_hours
+    with aws_errors("setting the workgroup's usage limit"):
+        limits = serverless.list_usage_limits(resourceArn=workgroup_arn, usageType="serverless-compute")
+        for limit in limits.get("usageLimits", []):
+            if limit.get("period") == "daily" and limit.get("breachAction") == "deactivate":
+                if limit["amount"] != amount:
+                    serverless.update_usage_limit(usageLimitId=limit["usageLimitId"], amount=amount)
+                log.info("usage limit: %d RPU-hours per day, then the workgroup is deactivated", amount)
+                return limit["usageLimitId"]
+        limit = serverless.create_usage_limit(resourceArn=workgroup_arn, usageType="serverless-compute",
+                                              amount=amount, period="daily", breachAction="deactivate")
+    log.info("usage limit: %d RPU-hours per day, then the workgroup is deactivated", amount)
+    return limit["usageLimit"]["usageLimitId"]
+
+
+def setup_serverless(cfg, clients, role_arn, cidr, poll_seconds):
+    serverless, ec2 = clients["redshift-serverless"], clients["ec2"]
+    name = cfg.cluster.identifier.lower()
+    ensure_namespace(serverless, cfg, role_arn)
+    ensure_workgroup(serverless, cfg)
+    log.info("waiting for workgroup %s to be available (usually a few minutes)", name)
+    with aws_errors(f"waiting for workgroup {name}"):
+        workgroup = wait_for_workgroup(serverless, name, poll_seconds)
+    ensure_usage_limit(serverless, cfg, workgroup["workgroupArn"])
     if cidr:
-        open_port(ec2, cfg, cluster, cidr)
-    host = cluster["Endpoint"]["Address"]
-    config.update_file(cfg.path, {("CLUSTER", "HOST"): host, ("IAM_ROLE", "ARN"): role_arn})
+        with aws_errors(f"finding the security group of workgroup {name}"):
+            group = security_group_id(ec2, cfg, workgroup.get("securityGroupIds") or [])
+        open_port(ec2, cfg, group, cidr)
+    return workgroup["endpoint"]["address"], workgroup["endpoint"].get("port", cfg.cluster.port)
+
+
+# --- All of it ----------------------------------------------------------------------------------
+def setup(cfg, allow_anywhere=False, poll_seconds=15):
+    """Every step, in order. Returns (endpoint host, role ARN)."""
+    cidr = validate(cfg, allow_anywhere)
+    serverless = cfg.cluster.cluster_type == "serverless"
+    names = ("iam", "s3", "ec2", "redshift-serverless" if serverless else "redshift")
+    clients = dict(zip(names, aws_clients(cfg, *names)))
+    region, found = data_region(clients["s3"], cfg)
+    role_arn = ensure_role(clients["iam"], cfg)
+    host, port = (setup_serverless if serverless else setup_provisioned)(cfg, clients, role_arn, cidr, poll_seconds)
+    c = cfg.cluster
+    changes = {("CLUSTER", "HOST"): host, ("IAM_ROLE", "ARN"): role_arn, ("CLUSTER", "DB_NAME"): c.db_name,
+               ("CLUSTER", "DB_USER"): c.db_user, ("CLUSTER", "DB_PORT"): str(port)}
+    if found:
+        changes[("S3", "REGION")] = region
+    config.update_file(cfg.path, changes)
     return host, role_arn
 
 
 def main(cfg, args):
     host, arn = setup(cfg, args.allow_anywhere, args.poll_seconds)
-    print(f"cluster {cfg.cluster.identifier} is available at {host}:{cfg.cluster.port}\n"
+    kind = "workgroup" if cfg.cluster.cluster_type == "serverless" else "cluster"
+    print(f"{kind} {cfg.cluster.identifier} is available at {host}:{cfg.cluster.port}\n"
           f"role {arn}\n"
-          f"wrote [CLUSTER] HOST and [IAM_ROLE] ARN to {cfg.path}; next: python create_tables.py")
+          f"wrote the endpoint, role and connection settings to {cfg.path}; next: python create_tables.py")
     if not cfg.cluster.allowed_cidr:
         print("no ingress rule was made: set [CLUSTER] ALLOWED_CIDR to your address to connect from outside the VPC")
 
 
 def add_arguments(p):
     p.add_argument("--allow-anywhere", action="store_true",
-                   help="allow [CLUSTER] ALLOWED_CIDR to be 0.0.0.0/0 (the whole internet)")
+                   help="allow [CLUSTER] ALLOWED_CIDR to be 0.0.0.0/0 or ::/0 (the whole internet)")
     p.add_argument("--poll-seconds", type=int, default=15,
                    help="seconds between status checks while waiting (default 15)")
 

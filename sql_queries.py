@@ -338,7 +338,9 @@ def sql_literal(value, what, shape=None):
 def copy_table_queries(cfg):
     """COPY staging_songs and staging_events from S3, for Redshift."""
     role = sql_literal(cfg.iam_role_arn, "[IAM_ROLE] ARN", ROLE_ARN)
-    region = f"REGION {sql_literal(cfg.region, '[AWS] REGION', REGION)}" if cfg.region else ""
+    # REGION is where the data is ([S3] REGION), which may differ from the cluster's ([AWS] REGION).
+    data_region, what = (cfg.data_region, "[S3] REGION") if cfg.data_region else (cfg.region, "[AWS] REGION")
+    region = f"REGION {sql_literal(data_region, what, REGION)}" if data_region else ""
     jsonpaths = ("'auto'" if cfg.log_jsonpath == "auto"
                  else sql_literal(cfg.log_jsonpath, "[S3] LOG_JSONPATH", S3_URI))
     # Staging is scratch: skip compression analysis and statistics, the star tables matter.

@@ -1,31 +1,35 @@
-"""Delete the Redshift cluster, its ingress rule and its IAM role, and clear HOST and ARN
-in dwh.cfg. Asks you to type the cluster's name first (--yes skips that). Without
---final-snapshot every table in the cluster is gone for good. Safe to re-run."""
+"""Delete the Redshift warehouse (provisioned cluster, or Serverless workgroup and namespace),
+its ingress rule and its IAM role, and clear HOST and ARN in dwh.cfg. Asks you to type the
+warehouse's name first (--yes skips that). Without --final-snapshot every table is gone for
+good. --pause pauses a provisioned cluster instead (nothing is lost; storage is still billed);
+setup_cluster.py resumes it. Safe to re-run."""
 import logging
 import sys
 
 import config
+from aws_common import (aws_clients, aws_errors, cluster_security_group, describe_cluster, error_code,
+                        get_workgroup, ingress_permission, require_cfg_file, security_group_id, wait_for,
+                        wait_for_cluster_status, wait_for_workgroup)
 from cli import main_entry
 from errors import UserError
-from setup_cluster import (aws_clients, aws_errors, describe_cluster, error_code, ingress_permission,
-                           require_cfg_file, security_group_id, wait_for)
 
 log = logging.getLogger("sparkify")
 
 
 def confirm(identifier, final_snapshot, answer=None):
-    """The user types the cluster's name, or nothing happens."""
+    """The user types the warehouse's name, or nothing happens."""
     warning = (f"a final snapshot {final_snapshot} will be kept" if final_snapshot
                else "ALL DATA IN IT WILL BE GONE (no final snapshot; use --final-snapshot NAME to keep one)")
-    print(f"This deletes Redshift cluster {identifier}: {warning}.", file=sys.stderr)
+    print(f"This deletes Redshift warehouse {identifier}: {warning}.", file=sys.stderr)
     try:
-        typed = answer if answer is not None else input(f"Type the cluster name ({identifier}) to go on: ")
+        typed = answer if answer is not None else input(f"Type the warehouse name ({identifier}) to go on: ")
     except EOFError:
         typed = ""
     if typed.strip() != identifier:
         raise UserError(f"not confirmed: nothing was deleted (type {identifier}, or pass --yes)")
 
 
+# --- Provisioned --------------------------------------------------------------------------------
 def delete_cluster(redshift, cfg, final_snapshot, poll_seconds):
     """Delete and wait until it is gone. Returns its description (None if it was already gone)."""
     identifier = cfg.cluster.identifier
@@ -48,21 +52,38 @@ def delete_cluster(redshift, cfg, final_snapshot, poll_seconds):
     return cluster
 
 
-def close_port(ec2, cfg, cluster):
+def pause_cluster(redshift, cfg, poll_seconds):
+    """Pause the cluster and wait until it is paused. Returns the status it had."""
+    identifier = cfg.cluster.identifier
+    with aws_errors(f"pausing cluster {identifier}"):
+        cluster = describe_cluster(redshift, identifier)
+        if cluster is None:
+            raise UserError(f"cluster {identifier} does not exist; nothing to pause")
+        status = cluster["ClusterStatus"]
+        if status == "paused":
+            log.info("cluster %s is already paused", identifier)
+            return status
+        if status != "pausing":
+            redshift.pause_cluster(ClusterIdentifier=identifier)
+            log.info("pausing cluster %s", identifier)
+        wait_for_cluster_status(redshift, identifier, "paused", poll_seconds)
+    return status
+
+
+def close_port(ec2, cfg, group):
     """Remove the ingress rule setup_cluster.py made, if it is there."""
     from botocore.exceptions import ClientError
-    cidr = cfg.cluster.allowed_cidr
-    if not cidr:
+    cidr, port = cfg.cluster.allowed_cidr, cfg.cluster.port
+    if not cidr or group is None:
         return False
     with aws_errors(f"removing the ingress rule for {cidr}"):
-        group = security_group_id(ec2, cfg, cluster)
         try:
-            ec2.revoke_security_group_ingress(GroupId=group, IpPermissions=[ingress_permission(cfg, cidr)])
+            ec2.revoke_security_group_ingress(GroupId=group, IpPermissions=[ingress_permission(port, cidr)])
         except ClientError as e:
             if error_code(e) == "InvalidPermission.NotFound":
                 return False
             raise
-    log.info("closed port %d of %s to %s", cfg.cluster.port, group, cidr)
+    log.info("closed port %d of %s to %s", port, group, cidr)
     return True
 
 
@@ -83,26 +104,87 @@ def delete_role(iam, cfg):
     return True
 
 
+def teardown_provisioned(cfg, clients, final_snapshot, poll_seconds):
+    redshift, ec2 = clients["redshift"], clients["ec2"]
+    cluster = delete_cluster(redshift, cfg, final_snapshot, poll_seconds)
+    if cfg.cluster.allowed_cidr:
+        with aws_errors("finding the cluster's security group"):
+            group = cluster_security_group(ec2, cfg, cluster)
+        close_port(ec2, cfg, group)
+
+
+# --- Redshift Serverless ------------------------------------------------------------------------
+def delete_serverless(serverless, ec2, cfg, final_snapshot, poll_seconds):
+    """Close the port, delete the workgroup, wait until it is gone, then delete the namespace
+    (a namespace cannot go while its workgroup exists). Returns what was deleted."""
+    from botocore.exceptions import ClientError
+    name, deleted = cfg.cluster.identifier.lower(), []
+    with aws_errors(f"deleting workgroup {name}"):
+        workgroup = get_workgroup(serverless, name)
+        if workgroup is None:
+            log.info("workgroup %s does not exist; nothing to delete", name)
+        else:
+            if cfg.cluster.allowed_cidr:
+                close_port(ec2, cfg, security_group_id(ec2, cfg, workgroup.get("securityGroupIds") or []))
+            if workgroup["status"] != "DELETING":
+                serverless.delete_workgroup(workgroupName=name)
+                log.info("deleting workgroup %s", name)
+            wait_for_workgroup(serverless, name, poll_seconds, gone=True)
+            deleted.append("workgroup")
+    with aws_errors(f"deleting namespace {name}"):
+        try:
+            serverless.delete_namespace(namespaceName=name,
+                                        **({"finalSnapshotName": final_snapshot} if final_snapshot else {}))
+            log.info("deleting namespace %s%s", name,
+                     f", keeping final snapshot {final_snapshot}" if final_snapshot else "")
+            deleted.append("namespace")
+        except ClientError as e:
+            if error_code(e) != "ResourceNotFoundException":
+                raise
+            log.info("namespace %s does not exist; nothing to delete", name)
+    return deleted
+
+
+# --- All of it ----------------------------------------------------------------------------------
 def teardown(cfg, final_snapshot=None, poll_seconds=15):
     require_cfg_file(cfg, "teardown_cluster.py")
-    iam, redshift, ec2 = aws_clients(cfg, "iam", "redshift", "ec2")
-    cluster = delete_cluster(redshift, cfg, final_snapshot, poll_seconds)
-    close_port(ec2, cfg, cluster)
-    delete_role(iam, cfg)
+    serverless = cfg.cluster.cluster_type == "serverless"
+    names = ("iam", "ec2", "redshift-serverless" if serverless else "redshift")
+    clients = dict(zip(names, aws_clients(cfg, *names)))
+    if serverless:
+        delete_serverless(clients["redshift-serverless"], clients["ec2"], cfg, final_snapshot, poll_seconds)
+    else:
+        teardown_provisioned(cfg, clients, final_snapshot, poll_seconds)
+    delete_role(clients["iam"], cfg)
     config.update_file(cfg.path, {("CLUSTER", "HOST"): "", ("IAM_ROLE", "ARN"): ""})
+
+
+def pause(cfg, poll_seconds=15):
+    require_cfg_file(cfg, "teardown_cluster.py")
+    if cfg.cluster.cluster_type == "serverless":
+        raise UserError("--pause is for provisioned clusters: Redshift Serverless bills no compute while idle")
+    redshift, = aws_clients(cfg, "redshift")
+    return pause_cluster(redshift, cfg, poll_seconds)
 
 
 def main(cfg, args):
     require_cfg_file(cfg, "teardown_cluster.py")
+    if args.pause:  # pausing loses nothing, so it asks for no confirmation
+        pause(cfg, args.poll_seconds)
+        print(f"cluster {cfg.cluster.identifier} is paused: compute is not billed, storage still is; "
+              "python setup_cluster.py resumes it")
+        return
     if not args.yes:
         confirm(cfg.cluster.identifier, args.final_snapshot)
     teardown(cfg, args.final_snapshot, args.poll_seconds)
-    print(f"cluster {cfg.cluster.identifier} and role {cfg.cluster.iam_role_name} are gone; "
+    print(f"warehouse {cfg.cluster.identifier} and role {cfg.cluster.iam_role_name} are gone; "
           f"cleared [CLUSTER] HOST and [IAM_ROLE] ARN in {cfg.path}")
 
 
 def add_arguments(p):
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--pause", action="store_true",
+                   help="pause the provisioned cluster instead of deleting it (setup_cluster.py resumes it)")
     p.add_argument("--final-snapshot", metavar="NAME", help="keep a final snapshot with this name")
     p.add_argument("--poll-seconds", type=int, default=15,
                    help="seconds between status checks while waiting (default 15)")

@@ -9,6 +9,7 @@ import sqlglot
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+import aws_common
 import config
 import db
 import etl
@@ -43,7 +44,7 @@ REGION=us-west-2
 ; cluster settings
 DWH_CLUSTER_TYPE=multi-node
 DWH_NUM_NODES=2
-DWH_NODE_TYPE=dc2.large
+DWH_NODE_TYPE=ra3.large
 DWH_IAM_ROLE_NAME=dwhRole
 DWH_CLUSTER_IDENTIFIER=dwhCluster
 DWH_DB=dwh
@@ -59,7 +60,10 @@ def aws(monkeypatch):
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("DWH_DB_PASSWORD", raising=False)
     with mock_aws():
-        yield {s: boto3.client(s, region_name="us-west-2") for s in ("iam", "redshift", "ec2")}
+        clients = {s: boto3.client(s, region_name="us-west-2") for s in ("iam", "redshift", "ec2", "s3")}
+        clients["s3"].create_bucket(Bucket="udacity-dend",
+                                    CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        yield clients
 
 
 def course_cfg(tmp_path, cidr=""):
@@ -75,8 +79,8 @@ def setup(path, **kw):
 
 def ingress_rules(aws, port=5439):
     groups = aws["ec2"].describe_security_groups()["SecurityGroups"]
-    return [r["CidrIp"] for g in groups for p in g["IpPermissions"] if p.get("FromPort") == port
-            for r in p["IpRanges"]]
+    return [r.get("CidrIp") or r.get("CidrIpv6") for g in groups for p in g["IpPermissions"]
+            if p.get("FromPort") == port for r in p.get("IpRanges", []) + p.get("Ipv6Ranges", [])]
 
 
 def test_setup_creates_a_scoped_role_and_an_encrypted_private_cluster(aws, tmp_path):
@@ -88,16 +92,12 @@ def test_setup_creates_a_scoped_role_and_an_encrypted_private_cluster(aws, tmp_p
     assert trust["Statement"][0]["Principal"] == {"Service": "redshift.amazonaws.com"}
     policy = aws["iam"].get_role_policy(RoleName="dwhRole", PolicyName=setup_cluster.POLICY_NAME)["PolicyDocument"]
     policy = json.loads(policy) if isinstance(policy, str) else policy
-    read, listing = policy["Statement"]
-    assert read["Action"] == ["s3:GetObject"]
-    assert read["Resource"] == ["arn:aws:s3:::udacity-dend/log_data*", "arn:aws:s3:::udacity-dend/log_json_path.json*",
-                                "arn:aws:s3:::udacity-dend/song_data*"]
-    assert listing["Resource"] == ["arn:aws:s3:::udacity-dend"]
+    assert policy == setup_cluster.s3_read_policy(config.load_config(str(tmp_path / "dwh.cfg")))  # checked below
     assert not aws["iam"].list_attached_role_policies(RoleName="dwhRole")["AttachedPolicies"]  # no AmazonS3ReadOnlyAccess
 
     cluster = aws["redshift"].describe_clusters(ClusterIdentifier="dwhCluster")["Clusters"][0]
     assert (cluster["NodeType"], cluster["NumberOfNodes"], cluster["DBName"], cluster["MasterUsername"]) == (
-        "dc2.large", 2, "dwh", "dwhuser")
+        "ra3.large", 2, "dwh", "dwhuser")
     assert cluster["Encrypted"] is True and cluster["PubliclyAccessible"] is False
     assert [r["IamRoleArn"] for r in cluster["IamRoles"]] == [arn]
     assert host == cluster["Endpoint"]["Address"]
@@ -110,7 +110,8 @@ def test_setup_writes_host_and_arn_keeping_the_rest_of_the_file(aws, tmp_path):
     host, arn = setup(path)
     text = path.read_text()
     assert f"HOST='{host}'" in text and f"ARN='{arn}'" in text
-    assert text.replace(f"'{host}'", "''").replace(f"'{arn}'", "''") == original
+    assert text.replace(f"'{host}'", "''").replace(f"'{arn}'", "''") == original.replace(
+        "[S3]\n", "[S3]\nREGION=us-west-2\n")  # the data's region, found from the bucket
     cfg = config.load_config(str(path))  # and a course user's file now drives the Redshift path
     assert (cfg.engine, cfg.host, cfg.iam_role_arn) == ("redshift", host, arn)
 
@@ -190,16 +191,24 @@ def test_teardown_needs_the_cluster_name_typed(aws, tmp_path):
     (lambda t: t.replace("DB_PASSWORD='Passw0rdX'", "DB_PASSWORD=''"), "no database password"),
     (lambda t: t.replace("DB_PASSWORD='Passw0rdX'", "DB_PASSWORD='short'"), "password must be 8 to 64"),
     (lambda t: t.replace("ALLOWED_CIDR=10.0.0.0/8", "ALLOWED_CIDR=not-a-cidr"), "ALLOWED_CIDR is not a CIDR"),
-    (lambda t: t.replace("LOG_DATA='s3://udacity-dend/log_data'", "LOG_DATA='logs'")
-                .replace("SONG_DATA='s3://udacity-dend/song_data'", "SONG_DATA='songs'")
-                .replace("LOG_JSONPATH='s3://udacity-dend/log_json_path.json'", ""),
-     "must be s3:// URIs for a Redshift cluster"),
+    (lambda t: t.replace("SONG_DATA='s3://udacity-dend/song_data'", "SONG_DATA='songs'"),
+     r"\[S3\] SONG_DATA must be an s3:// URI for Redshift to read it"),
+    (lambda t: t.replace("DWH_NODE_TYPE=ra3.large", "DWH_NODE_TYPE=dc2.large"),
+     r"^\[DWH\] DWH_NODE_TYPE dc2.large is no longer available for new Redshift clusters; "
+     r"set DWH_NODE_TYPE=ra3.large"),
+    (lambda t: t.replace("DWH_NODE_TYPE=ra3.large", "DWH_NODE_TYPE=ra3.huge"), "DWH_NODE_TYPE must be one of"),
+    (lambda t: t.replace("DWH_CLUSTER_TYPE=multi-node", "DWH_CLUSTER_TYPE=big"), "DWH_CLUSTER_TYPE must be one of"),
+    (lambda t: t.replace("DWH_CLUSTER_TYPE=multi-node", "DWH_CLUSTER_TYPE=serverless\nDWH_BASE_RPU=12"),
+     "DWH_BASE_RPU must be 4, a multiple of 8"),
+    (lambda t: t.replace("DWH_CLUSTER_TYPE=multi-node", "DWH_CLUSTER_TYPE=serverless")
+                .replace("DWH_PORT=5439", "DWH_PORT=6000"), "not a Redshift Serverless port"),
 ])
-def test_missing_or_bad_settings_are_one_clear_error(aws, tmp_path, edit, message):
+def test_bad_settings_stop_setup_before_anything_is_created(aws, tmp_path, edit, message):
     path = course_cfg(tmp_path, cidr="10.0.0.0/8")
     path.write_text(edit(path.read_text()))
     with pytest.raises(UserError, match=message):
         setup(path)
+    assert aws["iam"].list_roles()["Roles"] == []  # not even the role
     assert aws["redshift"].describe_clusters()["Clusters"] == []
 
 
@@ -217,7 +226,7 @@ def test_cluster_scripts_need_a_config_file(monkeypatch, tmp_path):
 ])
 def test_aws_failures_become_one_line(code, message):
     with pytest.raises(UserError, match=f"creating cluster x: {message}"):
-        with setup_cluster.aws_errors("creating cluster x"):
+        with aws_common.aws_errors("creating cluster x"):
             raise ClientError({"Error": {"Code": code, "Message": "m"}}, "CreateCluster")
 
 

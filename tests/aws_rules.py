@@ -1,0 +1,156 @@
+"""What AWS documents, kept as test data: every rule the tests hold the code to, each with the
+page it comes from. A passing emulator is not evidence; these are. When AWS changes a rule,
+change it here (with its source) and let the tests say what must follow.
+
+Sources were read through stored copies of the pages; where only an archived copy (the
+awsdocs GitHub repositories, archived in 2023) was available, the commit is named.
+"""
+
+# --- Provisioned clusters ------------------------------------------------------------------------
+# Node types for CreateCluster. Source: Amazon Redshift API Reference, CreateCluster, NodeType
+# "Valid Values: dc2.large | dc2.8xlarge | ra3.large | ra3.xlplus | ra3.4xlarge | ra3.16xlarge"
+# (https://docs.aws.amazon.com/redshift/latest/APIReference/API_CreateCluster.html, as mirrored in
+# https://docs.aws.amazon.com/sdk-for-kotlin/api/latest/redshift/aws.sdk.kotlin.services.redshift.model/-create-cluster-request/node-type.html),
+# less the DC2 family, which new clusters no longer get: "Invalid node type" reported on AWS re:Post,
+# "Terraform redshift cluster can't create node type with dc2.large"
+# (https://repost.aws/questions/QULBkUFiF4S3yFxOECb00zkQ), cited by Apache Airflow's commit
+# "Update EOL AWS Redshift cluster node types (#55741)", 2025-09-16. DC1 and DS2 are not in the
+# valid values at all.
+NODE_TYPES_FOR_NEW_CLUSTERS = frozenset({"ra3.large", "ra3.xlplus", "ra3.4xlarge", "ra3.16xlarge"})
+RETIRED_NODE_TYPES = frozenset({"dc1.large", "dc1.8xlarge", "dc2.large", "dc2.8xlarge", "ds2.xlarge", "ds2.8xlarge"})
+SMALLEST_NODE_TYPE = "ra3.large"  # smallest RA3 size (large < xlplus < 4xlarge < 16xlarge); its specs
+                                  # were not in any stored AWS page, so none are claimed
+
+# ClusterType and NumberOfNodes. Source: API Reference, CreateCluster: ClusterType "Valid Values:
+# multi-node | single-node", "multi-node, the NumberOfNodes parameter is required"; NumberOfNodes
+# "Value must be at least 1 and no more than 100". Multi-node RA3 clusters start at 2 nodes:
+# "Amazon Redshift clusters", Node type details, RA3 table "Node range with create cluster"
+# (ra3.xlplus multi-node 2-16, ra3.4xlarge 2-32, ra3.16xlarge 2-128), awsdocs/amazon-redshift-
+# management-guide doc_source/working-with-clusters.md @097850042d79. That table predates ra3.large:
+# no stored page gave ra3.large's own node range, so the default stays at the documented
+# multi-node minimum, 2 (docs/redshift.md says so).
+CLUSTER_TYPES = frozenset({"multi-node", "single-node"})
+MIN_MULTI_NODE_RA3 = 2
+
+# Pause/resume: PauseCluster/ResumeCluster take only ClusterIdentifier (botocore's service model);
+# a paused cluster reports ClusterStatus "paused" ("Amazon Redshift clusters", Cluster status).
+PAUSED_STATUS = "paused"
+
+# --- Redshift Serverless -------------------------------------------------------------------------
+# Base capacity. Source: Amazon Redshift Management Guide, "Compute capacity for Amazon Redshift
+# Serverless" (https://docs.aws.amazon.com/redshift/latest/mgmt/serverless-capacity.html), current
+# version (docs.amazonaws.cn and the ko_kr copy of the same page): "You can adjust the Base capacity
+# setting from 4 RPUs to 512 RPUs. You can set the value to 4 RPUs, or in units of 8 (8,16,24...512)
+# for 8 RPUs or more"; "1024 ... in units of 32" between 512 and 1024 in five regions. The older
+# English copy says 8; AWS Big Data Blog "Amazon Redshift Serverless at 4 RPUs: High-value analytics
+# at low cost" announces 4 as the new minimum. Default: 128.
+MIN_BASE_RPU = 4
+BASE_RPU_STEPS = ((4, 4, 4), (8, 512, 8), (512, 1024, 32))  # (from, to, step)
+DEFAULT_BASE_RPU = 128
+
+# Usage limits. Source: Redshift Serverless API Reference, CreateUsageLimit
+# (https://docs.aws.amazon.com/redshift-serverless/latest/APIReference/API_CreateUsageLimit.html):
+# period "The default is monthly", breachAction "The default is log", amount "If time-based, this
+# amount is in Redshift Processing Units (RPU) consumed per hour"; enums from the service model.
+USAGE_LIMIT_PERIODS = frozenset({"daily", "weekly", "monthly"})
+USAGE_LIMIT_BREACH_ACTIONS = frozenset({"log", "emit-metric", "deactivate"})
+USAGE_LIMIT_USAGE_TYPES = frozenset({"serverless-compute", "cross-region-datasharing"})
+USAGE_LIMIT_API_DEFAULTS = {"period": "monthly", "breachAction": "log"}  # which cap nothing
+WORKGROUP_STATUSES = frozenset({"CREATING", "AVAILABLE", "MODIFYING", "DELETING"})
+# CreateWorkgroup port: "Valid port ranges are 5431-5455 and 8191-8215. The default is 5439."
+SERVERLESS_PORT_RANGES = (range(5431, 5456), range(8191, 8216))
+
+# --- IAM and S3 ----------------------------------------------------------------------------------
+# What COPY needs. Source: Amazon Redshift Database Developer Guide, "Permissions to access other
+# AWS Resources", "IAM permissions for COPY, UNLOAD, and CREATE LIBRARY"
+# (https://docs.aws.amazon.com/redshift/latest/dg/copy-usage_notes-access-permissions.html):
+# "For COPY from Amazon S3, permission to LIST the Amazon S3 bucket and GET the Amazon S3 objects
+# that are being loaded" and "permission to LIST and GET the JSONPaths file on Amazon S3".
+COPY_S3_ACTIONS = frozenset({"s3:ListBucket", "s3:GetObject"})
+
+# s3:prefix exists only on list requests. Sources: Service Authorization Reference, "Actions,
+# resources, and condition keys for Amazon S3" (s3:prefix "Filters access by key name prefix",
+# a condition key of ListBucket; https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html)
+# and IAM User Guide, "IAM JSON policy elements: Condition operators": "If the key that you specify
+# in a policy condition is not present in the request context, the values do not match and the
+# condition is false." So a statement that grants GetObject under an s3:prefix condition never
+# matches a GetObject request: ListBucket needs a statement of its own.
+PREFIX_CONDITION_KEY = "s3:prefix"
+PREFIX_CONDITION_ACTIONS = frozenset({"s3:ListBucket"})
+PREFIX_CONDITION_OPERATOR = "StringLike"  # the IAM User Guide's own example for s3:prefix
+
+# Literal wildcards. Source: IAM User Guide, "IAM policy elements: Variables and tags", Special
+# characters (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_variables.html,
+# awsdocs/iam-user-guide doc_source/reference_policies_variables.md @2e6b89d02c8e):
+# "${*} - use where you need an * (asterisk) character", "${?} ... ? (question mark)", "${$} ... $".
+# Variables need "Version": "2012-10-17".
+POLICY_LITERALS = {"*": "${*}", "?": "${?}", "$": "${$}"}
+POLICY_VERSION = "2012-10-17"
+
+# The data's region. Sources: Developer Guide, COPY, "REGION [AS] 'aws-region': Specifies the AWS
+# Region where the source data is located. REGION is required for COPY from an Amazon S3 bucket ...
+# when the AWS resource that contains the data isn't in the same Region as the Amazon Redshift
+# cluster"; "If the REGION parameter is specified, all resources, including a manifest file or
+# multiple Amazon S3 buckets, must be located in the specified Region."
+# (https://docs.aws.amazon.com/redshift/latest/dg/copy-parameters-data-source-s3.html).
+# Amazon S3 API Reference, HeadBucket (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadBucket.html):
+# "regardless of the permissions on the bucket, you will receive a response header with the correct
+# bucket location"; GetBucketLocation's page recommends HeadBucket for region discovery.
+BUCKET_REGION_HEADER = "x-amz-bucket-region"
+
+# --- For the SQL side (issue 10, other half): not yet used by tests here ------------------------
+# Reserved words. Source: Developer Guide, "Reserved words"
+# (https://docs.aws.amazon.com/redshift/latest/dg/r_pg_keywords.html; awsdocs/amazon-redshift-
+# developer-guide doc_source/r_pg_keywords.md @0a7e3b2a58b4). "You can use the reserved words with
+# delimited identifiers (double quotes)"; "Names and identifiers": a standard identifier must
+# "Not be a reserved SQL key word".
+RESERVED_WORDS = frozenset("""
+AES128 AES256 ALL ALLOWOVERWRITE ANALYSE ANALYZE AND ANY ARRAY AS ASC AUTHORIZATION AZ64 BACKUP BETWEEN
+BINARY BLANKSASNULL BOTH BYTEDICT BZIP2 CASE CAST CHECK COLLATE COLUMN CONSTRAINT CREATE CREDENTIALS
+CROSS CURRENT_DATE CURRENT_TIME CURRENT_TIMESTAMP CURRENT_USER CURRENT_USER_ID DEFAULT DEFERRABLE
+DEFLATE DEFRAG DELTA DELTA32K DESC DISABLE DISTINCT DO ELSE EMPTYASNULL ENABLE ENCODE ENCRYPT
+ENCRYPTION END EXCEPT EXPLICIT FALSE FOR FOREIGN FREEZE FROM FULL GLOBALDICT256 GLOBALDICT64K GRANT
+GROUP GZIP HAVING IDENTITY IGNORE ILIKE IN INITIALLY INNER INTERSECT INTERVAL INTO IS ISNULL JOIN
+LANGUAGE LEADING LEFT LIKE LIMIT LOCALTIME LOCALTIMESTAMP LUN LUNS LZO LZOP MINUS MOSTLY13 MOSTLY32
+MOSTLY8 NATURAL NEW NOT NOTNULL NULL NULLS OFF OFFLINE OFFSET OID OLD ON ONLY OPEN OR ORDER OUTER
+OVERLAPS PARALLEL PARTITION PERCENT PERMISSIONS PLACING PRIMARY RAW READRATIO RECOVER REFERENCES
+REJECTLOG RESORT RESPECT RESTORE RIGHT SELECT SESSION_USER SIMILAR SNAPSHOT SOME SYSDATE SYSTEM TABLE
+TAG TDES TEXT255 TEXT32K THEN TIMESTAMP TO TOP TRAILING TRUE TRUNCATECOLUMNS UNION UNIQUE USER USING
+VERBOSE WALLET WHEN WHERE WITH WITHOUT
+""".split())
+
+# MAXERROR. Source: Developer Guide, COPY, "Data load operations", MAXERROR
+# (https://docs.aws.amazon.com/redshift/latest/dg/copy-parameters-data-load.html; awsdocs
+# doc_source/copy-parameters-data-load.md @019959fd3fae): "If the load returns the error_count
+# number of errors or greater, the load fails. If the load returns fewer errors, it continues and
+# returns an INFO message that states the number of rows that could not be loaded." "The MAXERROR
+# default value is 0 and the limit is 100000." "The actual number of errors reported might be
+# greater than the specified MAXERROR because of the parallel nature of Amazon Redshift."
+# "Set this value to 0 or 1 if you want the load to fail as soon as the first error occurs."
+MAXERROR_LIMIT = 100000
+MAXERROR_DEFAULT = 0
+MAXERROR_WORDING = "If the load returns the error_count number of errors or greater, the load fails."
+
+# COPY JSON mapping. Source: Developer Guide, COPY, "Data format parameters", JSON 'auto' and
+# JSONPaths file (https://docs.aws.amazon.com/redshift/latest/dg/copy-parameters-data-format.html;
+# awsdocs doc_source/copy-parameters-data-format.md @03e05c6153fc): 'auto' "COPY maps the data
+# elements in the JSON source data to the columns in the target table by matching object keys ...
+# to the names of columns in the target table. The matching is case-sensitive. Column names in
+# Amazon Redshift tables are always lowercase, so when you use the 'auto' option, matching JSON
+# field names must also be lowercase." "If COPY attempts to assign NULL to a column that is defined
+# as NOT NULL, the COPY command fails." JSONPaths: "The order of the JSONPath array elements must
+# match the order of the columns in the target table or the column list"; "If the key name is any
+# string other than "jsonpaths", the COPY command does not return an error, but it ignores
+# jsonpaths_file and uses the 'auto' argument instead."
+JSON_AUTO_MATCH = "case-sensitive exact key = column name (columns are lowercase)"
+JSONPATHS_MATCH = "positional: n-th expression -> n-th column"
+JSONPATHS_TOP_KEY = "jsonpaths"
+
+
+def json_auto_maps(key, column):
+    """COPY JSON 'auto': does object key `key` load into column `column`?"""
+    return key == column
+
+
+def base_rpu_accepted(rpu):
+    return any(lo <= rpu <= hi and (rpu - lo) % step == 0 for lo, hi, step in BASE_RPU_STEPS)

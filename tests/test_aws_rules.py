@@ -1,0 +1,367 @@
+"""setup_cluster.py and teardown_cluster.py held to what AWS documents (tests/aws_rules.py):
+node types, the data's region, the IAM policy, ingress rules, role attachment, pause/resume and
+Redshift Serverless. moto where it has the service; botocore's Stubber (which checks every
+parameter against the service model) where it does not."""
+import dataclasses
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+import aws_common
+import config
+import setup_cluster
+import sql_queries
+import teardown_cluster
+import aws_rules as rules
+from conftest import ROOT
+from errors import UserError
+
+ROLE_ARN = "arn:aws:iam::123456789012:role/dwhRole"
+from test_cloud import aws, course_cfg, ingress_rules, setup  # noqa: F401  (aws is a fixture)
+
+
+def stubbed(service):
+    client = boto3.client(service, region_name="us-west-2", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+    return client, Stubber(client)
+
+
+# --- Node types ------------------------------------------------------------------------------------
+def test_accepted_node_types_are_the_documented_ones():
+    assert set(setup_cluster.NODE_TYPES) == rules.NODE_TYPES_FOR_NEW_CLUSTERS
+    assert set(setup_cluster.CLUSTER_TYPES) - {"serverless"} == rules.CLUSTER_TYPES
+
+
+@pytest.mark.parametrize("node_type", sorted(rules.RETIRED_NODE_TYPES))
+def test_retired_node_types_are_refused_naming_ra3_large(node_type):
+    with pytest.raises(UserError) as e:
+        setup_cluster.check_node_type(node_type)
+    assert len(str(e.value).splitlines()) == 1 and "DWH_NODE_TYPE=ra3.large" in str(e.value)
+
+
+def test_defaults_are_the_smallest_configuration_aws_accepts():
+    d = config.Cluster()
+    assert (d.node_type, d.cluster_type, d.num_nodes) == (rules.SMALLEST_NODE_TYPE, "multi-node",
+                                                         rules.MIN_MULTI_NODE_RA3)
+    assert d.base_rpu == rules.MIN_BASE_RPU and rules.base_rpu_accepted(d.base_rpu)
+
+
+def test_the_example_configuration_names_no_retired_node_type(tmp_path):
+    text = (ROOT / "dwh.cfg.example").read_text()
+    assert "dc2" not in text.lower() and "'auto' also works" not in text
+    path = tmp_path / "dwh.cfg"
+    path.write_text(text)
+    cfg = config.load_config(str(path))
+    assert (cfg.cluster.node_type, cfg.cluster.num_nodes) == (rules.SMALLEST_NODE_TYPE, rules.MIN_MULTI_NODE_RA3)
+    assert (cfg.cluster.base_rpu, cfg.data_region) == (rules.MIN_BASE_RPU, "us-west-2")
+
+
+def test_base_capacity_check_follows_the_documented_steps():
+    refused = []
+    for rpu in range(0, 1100):
+        try:
+            setup_cluster.check_serverless(dataclasses.replace(config.Cluster(), base_rpu=rpu))
+        except UserError as e:
+            assert "DWH_BASE_RPU" in str(e)
+            refused.append(rpu)
+    assert [rpu for rpu in range(0, 1100) if not rules.base_rpu_accepted(rpu)] == refused
+
+
+# --- The data's region -----------------------------------------------------------------------------
+def test_the_data_region_is_found_from_the_bucket_and_written_back(aws, tmp_path):
+    boto3.client("s3", region_name="eu-west-1").create_bucket(
+        Bucket="eu-data", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    path = course_cfg(tmp_path)
+    path.write_text(path.read_text().replace("udacity-dend", "eu-data"))
+    setup(path)
+    cfg = config.load_config(str(path))
+    assert (cfg.region, cfg.data_region) == ("us-west-2", "eu-west-1")
+    songs, events = sql_queries.copy_table_queries(cfg)
+    assert "REGION 'eu-west-1'" in songs and "REGION 'eu-west-1'" in events
+
+
+def test_a_403_still_tells_the_region(tmp_path):
+    s3, stub = stubbed("s3")
+    stub.add_client_error("head_bucket", "403", http_status_code=403, expected_params={"Bucket": "udacity-dend"},
+                          response_meta={"HTTPHeaders": {rules.BUCKET_REGION_HEADER: "us-west-2"}})
+    with stub:
+        assert setup_cluster.data_region(s3, config.load_config(str(course_cfg(tmp_path)))) == ("us-west-2", True)
+    stub.assert_no_pending_responses()
+
+
+def test_without_an_answer_the_cluster_region_is_used_and_said(tmp_path, caplog):
+    s3, stub = stubbed("s3")
+    stub.add_client_error("head_bucket", "404", http_status_code=404, expected_params={"Bucket": "udacity-dend"})
+    cfg = dataclasses.replace(config.load_config(str(course_cfg(tmp_path))), region="us-east-1")
+    with stub:
+        assert setup_cluster.data_region(s3, cfg) == ("us-east-1", False)
+    assert "could not find the region of the [S3] buckets; COPY will use [AWS] REGION us-east-1" in caplog.text
+
+
+def test_a_configured_data_region_is_not_asked_for(tmp_path):
+    s3, stub = stubbed("s3")  # no responses: any call would fail
+    path = course_cfg(tmp_path)
+    path.write_text(path.read_text().replace("[S3]\n", "[S3]\nREGION=eu-west-1\n"))
+    with stub:
+        assert setup_cluster.data_region(s3, config.load_config(str(path))) == ("eu-west-1", False)
+
+
+def test_buckets_in_two_regions_are_refused(aws, tmp_path):
+    boto3.client("s3", region_name="eu-west-1").create_bucket(
+        Bucket="eu-data", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    path = course_cfg(tmp_path)
+    path.write_text(path.read_text().replace("s3://udacity-dend/song_data", "s3://eu-data/song_data"))
+    with pytest.raises(UserError, match="different regions .*eu-data: eu-west-1.*udacity-dend: us-west-2"):
+        setup(path)
+    assert aws["iam"].list_roles()["Roles"] == []
+
+
+def test_copy_region_falls_back_to_the_cluster_region(tmp_path):
+    cfg = dataclasses.replace(config.load_config(str(course_cfg(tmp_path))), iam_role_arn=ROLE_ARN)
+    assert all("REGION 'us-west-2'" in q for q in sql_queries.copy_table_queries(cfg))
+    cfg = dataclasses.replace(cfg, data_region="eu-central-1")
+    assert all("REGION 'eu-central-1'" in q for q in sql_queries.copy_table_queries(cfg))
+
+
+# --- The IAM policy ---------------------------------------------------------------------------------
+def policy_for(tmp_path, song="s3://udacity-dend/song_data", log="s3://udacity-dend/log_data",
+               jsonpath="s3://udacity-dend/log_json_path.json"):
+    path = course_cfg(tmp_path)
+    text = (path.read_text().replace("s3://udacity-dend/song_data", song).replace("s3://udacity-dend/log_data'", log + "'")
+            .replace("s3://udacity-dend/log_json_path.json", jsonpath))
+    path.write_text(text)
+    return setup_cluster.s3_read_policy(config.load_config(str(path)))
+
+
+def test_the_policy_grants_what_copy_needs_and_only_on_the_configured_prefixes(tmp_path):
+    policy = policy_for(tmp_path)
+    assert policy["Version"] == rules.POLICY_VERSION
+    actions = {s["Action"] for s in policy["Statement"]}
+    assert actions == rules.COPY_S3_ACTIONS
+    listing, reading = policy["Statement"]
+    assert listing == {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::udacity-dend",
+                       "Condition": {rules.PREFIX_CONDITION_OPERATOR: {rules.PREFIX_CONDITION_KEY: [
+                           "log_data", "log_data/*", "log_json_path.json", "log_json_path.json/*",
+                           "song_data", "song_data/*"]}}}
+    assert reading == {"Effect": "Allow", "Action": "s3:GetObject", "Resource": [
+        "arn:aws:s3:::udacity-dend/log_data*", "arn:aws:s3:::udacity-dend/log_json_path.json",
+        "arn:aws:s3:::udacity-dend/song_data*"]}
+
+
+def test_the_prefix_condition_sits_only_on_list_statements(tmp_path):
+    for statement in policy_for(tmp_path)["Statement"]:
+        keys = {k for cond in statement.get("Condition", {}).values() for k in cond}
+        if rules.PREFIX_CONDITION_KEY in keys:
+            assert {statement["Action"]} <= rules.PREFIX_CONDITION_ACTIONS
+
+
+def test_wildcards_in_a_prefix_are_literal(tmp_path):
+    policy = policy_for(tmp_path, song="s3://udacity-dend/so*ngs", log="s3://udacity-dend/logs/",
+                        jsonpath="auto")
+    listing, reading = policy["Statement"]
+    star = rules.POLICY_LITERALS["*"]
+    assert listing["Condition"]["StringLike"]["s3:prefix"] == ["logs/", "logs/*", f"so{star}ngs", f"so{star}ngs/*"]
+    assert reading["Resource"] == ["arn:aws:s3:::udacity-dend/logs/*", f"arn:aws:s3:::udacity-dend/so{star}ngs*"]
+    for char, literal in rules.POLICY_LITERALS.items():  # ? and $ cannot reach it through [S3], but still
+        assert setup_cluster.policy_literal(f"a{char}b") == f"a{literal}b"
+
+
+def test_a_whole_bucket_is_listed_without_a_condition(tmp_path):
+    listing = policy_for(tmp_path, song="s3://other-bucket", jsonpath="auto")["Statement"][0]
+    assert listing == {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::other-bucket"}
+
+
+# --- Ingress rules ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("cidr,field,key", [("203.0.113.7/32", "IpRanges", "CidrIp"),
+                                            ("2001:db8::/64", "Ipv6Ranges", "CidrIpv6")])
+def test_each_address_family_goes_in_its_own_field(cidr, field, key):
+    rule = aws_common.ingress_permission(5439, cidr)
+    assert rule[field] == [{key: cidr, "Description": aws_common.RULE_DESCRIPTION}]
+    assert set(rule) == {"IpProtocol", "FromPort", "ToPort", field}
+
+
+def test_an_ipv6_cidr_is_opened_and_closed(aws, tmp_path):
+    path = course_cfg(tmp_path, cidr="2001:db8::/64")
+    setup(path)
+    assert ingress_rules(aws) == ["2001:db8::/64"]
+    teardown_cluster.teardown(config.load_config(str(path)), poll_seconds=0)
+    assert ingress_rules(aws) == []
+
+
+def test_the_fallback_group_is_the_default_group_of_the_clusters_vpc(aws, tmp_path):
+    ec2 = aws["ec2"]
+    other_vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    default_vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    groups = {g["VpcId"]: g["GroupId"] for g in ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["default"]}])["SecurityGroups"]}
+    cfg = config.load_config(str(course_cfg(tmp_path)))
+    for vpc in (other_vpc, default_vpc):
+        assert aws_common.cluster_security_group(ec2, cfg, {"VpcId": vpc}) == groups[vpc]
+    assert aws_common.cluster_security_group(ec2, cfg, {}) == groups[default_vpc]
+
+
+# --- Reusing a cluster -------------------------------------------------------------------------------
+def test_a_reused_cluster_gets_the_role_attached(tmp_path):
+    redshift, stub = stubbed("redshift")
+    cluster = {"ClusterIdentifier": "dwhCluster", "ClusterStatus": "available", "IamRoles": []}
+    stub.add_response("modify_cluster_iam_roles", {"Cluster": cluster},
+                      {"ClusterIdentifier": "dwhCluster", "AddIamRoles": [ROLE_ARN]})
+    with stub:
+        assert setup_cluster.attach_role(redshift, cluster, ROLE_ARN) is True
+        attached = dict(cluster, IamRoles=[{"IamRoleArn": ROLE_ARN, "ApplyStatus": "in-sync"}])
+        assert setup_cluster.attach_role(redshift, attached, ROLE_ARN) is False  # no second call
+    stub.assert_no_pending_responses()
+
+
+def test_pause_then_setup_resumes(aws, tmp_path, caplog):
+    path = course_cfg(tmp_path)
+    first = setup(path)
+    caplog.set_level("INFO", logger="sparkify")
+    assert teardown_cluster.pause(config.load_config(str(path)), poll_seconds=0) == "available"
+    cluster = aws["redshift"].describe_clusters(ClusterIdentifier="dwhCluster")["Clusters"][0]
+    assert cluster["ClusterStatus"] == rules.PAUSED_STATUS
+    assert setup(path) == first
+    assert "resuming paused cluster dwhCluster" in caplog.text
+    assert aws["redshift"].describe_clusters(ClusterIdentifier="dwhCluster")["Clusters"][0]["ClusterStatus"] == "available"
+
+
+def test_pause_needs_a_cluster_and_is_not_for_serverless(aws, tmp_path):
+    path = course_cfg(tmp_path)
+    with pytest.raises(UserError, match="cluster dwhCluster does not exist; nothing to pause"):
+        teardown_cluster.pause(config.load_config(str(path)), poll_seconds=0)
+    path.write_text(path.read_text().replace("DWH_CLUSTER_TYPE=multi-node", "DWH_CLUSTER_TYPE=serverless"))
+    with pytest.raises(UserError, match="Serverless bills no compute while idle"):
+        teardown_cluster.pause(config.load_config(str(path)), poll_seconds=0)
+
+
+# --- Redshift Serverless (not in moto: every call stubbed against the service model) ----------------
+SERVERLESS_CFG = "DWH_CLUSTER_TYPE=serverless\nDWH_MAX_RPU_HOURS=24\n"
+WG_ARN = "arn:aws:redshift-serverless:us-west-2:123456789012:workgroup/0000"
+ENDPOINT = "dwhcluster.123456789012.us-west-2.redshift-serverless.amazonaws.com"
+
+
+def serverless_cfg(tmp_path, cidr=""):
+    path = course_cfg(tmp_path, cidr=cidr)
+    path.write_text(path.read_text().replace("DWH_CLUSTER_TYPE=multi-node\n", SERVERLESS_CFG))
+    return path
+
+
+def workgroup(status, groups=("sg-0",)):
+    return {"workgroup": {"workgroupName": "dwhcluster", "namespaceName": "dwhcluster", "status": status,
+                          "workgroupArn": WG_ARN, "securityGroupIds": list(groups),
+                          "endpoint": {"address": ENDPOINT, "port": 5439}}}
+
+
+def not_found(stub, method, params):
+    stub.add_client_error(method, "ResourceNotFoundException", http_status_code=400, expected_params=params)
+
+
+def expect_serverless_setup(stub, role_arn, sg="sg-0"):
+    not_found(stub, "get_namespace", {"namespaceName": "dwhcluster"})
+    stub.add_response("create_namespace", {"namespace": {"namespaceName": "dwhcluster"}}, {
+        "namespaceName": "dwhcluster", "adminUsername": "dwhuser", "adminUserPassword": "Passw0rdX",
+        "dbName": "dwh", "defaultIamRoleArn": role_arn, "iamRoles": [role_arn]})
+    not_found(stub, "get_workgroup", {"workgroupName": "dwhcluster"})
+    stub.add_response("create_workgroup", workgroup("CREATING", [sg]), {
+        "workgroupName": "dwhcluster", "namespaceName": "dwhcluster", "baseCapacity": rules.MIN_BASE_RPU,
+        "publiclyAccessible": False, "port": 5439})
+    for status in ("CREATING", "AVAILABLE", "AVAILABLE"):
+        stub.add_response("get_workgroup", workgroup(status, [sg]), {"workgroupName": "dwhcluster"})
+    stub.add_response("list_usage_limits", {},  # none yet: the key is absent (the model wants 1+ items)
+                      {"resourceArn": WG_ARN, "usageType": "serverless-compute"})
+    stub.add_response("create_usage_limit", {"usageLimit": {"usageLimitId": "u-1"}}, {
+        "resourceArn": WG_ARN, "usageType": "serverless-compute", "amount": 24, "period": "daily",
+        "breachAction": "deactivate"})
+
+
+def with_serverless(monkeypatch, module, client):
+    real = module.aws_clients
+    monkeypatch.setattr(module, "aws_clients", lambda cfg, *names: [
+        client if n == "redshift-serverless" else real(cfg, n)[0] for n in names])
+
+
+def test_serverless_setup_call_by_call(aws, tmp_path, monkeypatch, caplog):
+    serverless, stub = stubbed("redshift-serverless")
+    with_serverless(monkeypatch, setup_cluster, serverless)
+    sg = aws["ec2"].create_security_group(GroupName="wg", Description="workgroup")["GroupId"]
+    path = serverless_cfg(tmp_path, cidr="203.0.113.7/32")
+    role_arn = ROLE_ARN
+    expect_serverless_setup(stub, role_arn, sg)
+    caplog.set_level("INFO", logger="sparkify")
+    with stub:
+        host, arn = setup(path)
+    stub.assert_no_pending_responses()
+    assert (host, arn) == (ENDPOINT, role_arn)
+    assert "workgroup dwhcluster: CREATING" in caplog.text  # progress while polling
+    cfg = config.load_config(str(path))
+    assert (cfg.host, cfg.iam_role_arn, cfg.db_name, cfg.db_user) == (ENDPOINT, role_arn, "dwh", "dwhuser")
+    groups = aws["ec2"].describe_security_groups(GroupIds=[sg])["SecurityGroups"]
+    assert [r["CidrIp"] for p in groups[0]["IpPermissions"] for r in p["IpRanges"]] == ["203.0.113.7/32"]
+
+
+def test_the_usage_limit_really_caps(tmp_path):
+    serverless, stub = stubbed("redshift-serverless")
+    cfg = config.load_config(str(serverless_cfg(tmp_path)))
+    stub.add_response("list_usage_limits", {},  # none yet: the key is absent (the model wants 1+ items)
+                      {"resourceArn": WG_ARN, "usageType": "serverless-compute"})
+    stub.add_response("create_usage_limit", {"usageLimit": {"usageLimitId": "u-1"}}, {
+        "resourceArn": WG_ARN, "usageType": "serverless-compute", "amount": 24, "period": "daily",
+        "breachAction": "deactivate"})
+    with stub:
+        setup_cluster.ensure_usage_limit(serverless, cfg, WG_ARN)
+    stub.assert_no_pending_responses()
+    assert "daily" in rules.USAGE_LIMIT_PERIODS and "deactivate" in rules.USAGE_LIMIT_BREACH_ACTIONS
+    assert ("daily", "deactivate") != tuple(rules.USAGE_LIMIT_API_DEFAULTS.values())
+
+
+def test_an_existing_daily_cap_is_reused_with_the_configured_amount(tmp_path):
+    serverless, stub = stubbed("redshift-serverless")
+    cfg = config.load_config(str(serverless_cfg(tmp_path)))
+    stub.add_response("list_usage_limits", {"usageLimits": [
+        {"usageLimitId": "u-9", "amount": 8, "period": "daily", "breachAction": "deactivate"}]},
+        {"resourceArn": WG_ARN, "usageType": "serverless-compute"})
+    stub.add_response("update_usage_limit", {"usageLimit": {"usageLimitId": "u-9"}},
+                      {"usageLimitId": "u-9", "amount": 24})
+    with stub:
+        assert setup_cluster.ensure_usage_limit(serverless, cfg, WG_ARN) == "u-9"
+    stub.assert_no_pending_responses()
+
+
+def test_an_existing_namespace_gets_the_role_as_its_default(tmp_path):
+    serverless, stub = stubbed("redshift-serverless")
+    cfg = config.load_config(str(serverless_cfg(tmp_path)))
+    old = "arn:aws:iam::123456789012:role/old"
+    stub.add_response("get_namespace", {"namespace": {"namespaceName": "dwhcluster", "iamRoles": [old],
+                                                      "defaultIamRoleArn": old}}, {"namespaceName": "dwhcluster"})
+    stub.add_response("update_namespace", {"namespace": {"namespaceName": "dwhcluster"}}, {
+        "namespaceName": "dwhcluster", "defaultIamRoleArn": ROLE_ARN, "iamRoles": [old, ROLE_ARN]})
+    with stub:
+        setup_cluster.ensure_namespace(serverless, cfg, ROLE_ARN)
+    stub.assert_no_pending_responses()
+
+
+def test_serverless_teardown_deletes_the_workgroup_waits_then_the_namespace(aws, tmp_path, monkeypatch):
+    serverless, stub = stubbed("redshift-serverless")
+    with_serverless(monkeypatch, teardown_cluster, serverless)
+    path = serverless_cfg(tmp_path)
+    stub.add_response("get_workgroup", workgroup("AVAILABLE"), {"workgroupName": "dwhcluster"})
+    stub.add_response("delete_workgroup", workgroup("DELETING"), {"workgroupName": "dwhcluster"})
+    stub.add_response("get_workgroup", workgroup("DELETING"), {"workgroupName": "dwhcluster"})
+    not_found(stub, "get_workgroup", {"workgroupName": "dwhcluster"})
+    stub.add_response("delete_namespace", {"namespace": {"namespaceName": "dwhcluster"}},
+                      {"namespaceName": "dwhcluster", "finalSnapshotName": "dwh-final"})
+    with stub:
+        teardown_cluster.teardown(config.load_config(str(path)), final_snapshot="dwh-final", poll_seconds=0)
+    stub.assert_no_pending_responses()
+    assert "HOST=''" in path.read_text() and "ARN=''" in path.read_text()
+
+
+def test_serverless_teardown_reruns_when_all_is_gone(tmp_path):
+    serverless, stub = stubbed("redshift-serverless")
+    not_found(stub, "get_workgroup", {"workgroupName": "dwhcluster"})
+    not_found(stub, "delete_namespace", {"namespaceName": "dwhcluster"})
+    with stub:
+        assert teardown_cluster.delete_serverless(serverless, None, config.load_config(str(serverless_cfg(tmp_path))),
+                                                  None, 0) == []
+    stub.assert_no_pending_responses()

@@ -114,11 +114,12 @@ def read_ini(path):
     return sections
 
 
-INLINE_COMMENT = re.compile(r"[ \t]+[;#]")
+INLINE_COMMENT = re.compile(r"(?:^|[ \t]+)[;#]")
 
 
 def split_comment(value):
-    """(value, inline comment): a ; or # after whitespace starts a comment, except inside quotes."""
+    """(value, inline comment): a ; or # after whitespace (or first after the =) starts a comment,
+    except inside quotes."""
     body = value.lstrip(" \t")
     if body[:1] in ("'", '"'):
         end = body.find(body[0], 1)

@@ -1,0 +1,102 @@
+"""The scripts as a course user runs them, against a local AWS emulator (moto_server) reached
+through AWS_ENDPOINT_URL: setup -> pause -> setup (resume) -> teardown, on a course-style
+dwh.cfg (empty HOST=/ARN=, CRLF, BOM, quotes, inline comments), the file read after each step."""
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+import config
+from conftest import run_script
+
+COURSE = ('\ufeff[CLUSTER]\r\nHOST=\r\nDB_NAME="dwh" ; database\r\nDB_USER=\'dwhuser\'\r\n'
+          'DB_PASSWORD=\'Passw0rdX\'\r\nDB_PORT=5439\r\n\r\n'
+          '[IAM_ROLE]\r\nARN= # setup_cluster.py writes it\r\n\r\n'
+          '[S3]\r\nLOG_DATA=\'s3://udacity-dend/log_data\'\r\nLOG_JSONPATH=\'s3://udacity-dend/log_json_path.json\'\r\n'
+          'SONG_DATA=\'s3://udacity-dend/song_data\'\r\n\r\n'
+          '[AWS]\r\nKEY=testing\r\nSECRET=testing\r\nREGION=us-west-2\r\n\r\n'
+          '[DWH]\r\nDWH_CLUSTER_TYPE=multi-node\r\nDWH_NUM_NODES=2\r\nDWH_NODE_TYPE=ra3.large\r\n'
+          'DWH_IAM_ROLE_NAME=dwhRole\r\nDWH_CLUSTER_IDENTIFIER=dwhCluster\r\nDWH_DB=dwh\r\nDWH_DB_USER=dwhuser\r\n'
+          'DWH_PORT=5439\r\n')
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    """moto_server on 127.0.0.1 and a free port; always stopped."""
+    server = Path(sys.executable).with_name("moto_server")
+    if not server.exists():
+        pytest.fail("moto_server is missing: install requirements-dev.txt (moto[server])")
+    port = free_port()
+    log = open(tmp_path / "moto.log", "wb")
+    process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):  # until it answers (not a timing assertion: a readiness poll)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None:
+                    pytest.fail(f"moto_server exited: {(tmp_path / 'moto.log').read_text()[-500:]}")
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def test_course_file_through_setup_pause_resume_teardown(emulator, tmp_path, monkeypatch):
+    env = {"AWS_ENDPOINT_URL": emulator, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-west-2", "DWH_DB_PASSWORD": ""}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("s3", region_name="us-west-2", endpoint_url=emulator).create_bucket(
+        Bucket="udacity-dend", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    redshift = boto3.client("redshift", region_name="us-west-2", endpoint_url=emulator)
+    path = tmp_path / "dwh.cfg"
+    path.write_bytes(COURSE.encode("utf-8"))
+    path.chmod(0o600)
+
+    def step(script, *args):
+        out = run_script(script, "--config", str(path), "--poll-seconds", "0", *args, env=env)
+        assert out.returncode == 0, out.stderr
+        raw = path.read_bytes()
+        assert raw.startswith(b"\xef\xbb\xbf") and b"\n" not in raw.replace(b"\r\n", b"")  # BOM and CRLF kept
+        return config.load_config(str(path))
+
+    cfg = step("setup_cluster.py")
+    status = redshift.describe_clusters(ClusterIdentifier="dwhCluster")["Clusters"][0]
+    assert (cfg.host, cfg.engine, cfg.data_region) == (status["Endpoint"]["Address"], "redshift", "us-west-2")
+    assert cfg.iam_role_arn.endswith(":role/dwhRole") and (cfg.db_name, cfg.db_user, cfg.port) == ("dwh", "dwhuser", 5439)
+    text = path.read_bytes().decode("utf-8-sig")
+    assert f"HOST={cfg.host}\r\n" in text and f"ARN={cfg.iam_role_arn} # setup_cluster.py writes it\r\n" in text
+    assert 'DB_NAME="dwh" ; database\r\n' in text
+
+    paused = step("teardown_cluster.py", "--pause")
+    assert redshift.describe_clusters(ClusterIdentifier="dwhCluster")["Clusters"][0]["ClusterStatus"] == "paused"
+    assert (paused.host, paused.iam_role_arn) == (cfg.host, cfg.iam_role_arn)
+
+    resumed = step("setup_cluster.py")
+    assert redshift.describe_clusters(ClusterIdentifier="dwhCluster")["Clusters"][0]["ClusterStatus"] == "available"
+    assert (resumed.host, resumed.iam_role_arn) == (cfg.host, cfg.iam_role_arn)
+
+    gone = step("teardown_cluster.py", "--yes")
+    assert redshift.describe_clusters()["Clusters"] == []
+    assert (gone.host, gone.iam_role_arn, gone.embedded) == ("", "", True)
+    assert path.read_bytes().decode("utf-8-sig").count("HOST=") == 1

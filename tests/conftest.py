@@ -140,3 +140,20 @@ def run_script(script, *args, env=None, timeout=120):
     full_env.pop("DWH_CONFIG", None) if env is None or "DWH_CONFIG" not in env else None
     return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    """moto's AWS (IAM, Redshift, EC2, S3) in us-west-2, with the course's bucket there."""
+    import boto3
+    from moto import mock_aws
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-west-2"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("DWH_DB_PASSWORD", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        clients = {s: boto3.client(s, region_name="us-west-2") for s in ("iam", "redshift", "ec2", "s3")}
+        clients["s3"].create_bucket(Bucket="udacity-dend",
+                                    CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        yield clients

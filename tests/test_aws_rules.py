@@ -18,7 +18,7 @@ from conftest import ROOT
 from errors import UserError
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/dwhRole"
-from test_cloud import aws, course_cfg, ingress_rules, setup  # noqa: F401  (aws is a fixture)
+from test_cloud import course_cfg, ingress_rules, setup
 
 
 def stubbed(service):

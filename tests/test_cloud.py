@@ -3,11 +3,9 @@ checked as text and by sqlglot's Redshift parser."""
 import dataclasses
 import json
 
-import boto3
 import pytest
 import sqlglot
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 import aws_common
 import config
@@ -51,19 +49,6 @@ DWH_DB=dwh
 DWH_DB_USER=dwhuser
 DWH_PORT=5439
 """
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-west-2"}.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("DWH_DB_PASSWORD", raising=False)
-    with mock_aws():
-        clients = {s: boto3.client(s, region_name="us-west-2") for s in ("iam", "redshift", "ec2", "s3")}
-        clients["s3"].create_bucket(Bucket="udacity-dend",
-                                    CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
-        yield clients
 
 
 def course_cfg(tmp_path, cidr=""):

@@ -87,4 +87,4 @@ def add_arguments(p):
 
 
 if __name__ == "__main__":
-    sys.exit(main_entry(main, __doc__, add_arguments))
+    sys.exit(main_entry(main, __doc__, add_arguments, uses=("warehouse",)))

@@ -11,7 +11,7 @@ import threading
 import traceback
 
 import db
-from config import load_config
+from config import GROUPS, load_config
 from errors import UserError, mask_secrets
 
 log = logging.getLogger("sparkify")
@@ -39,14 +39,15 @@ def setup_logging(verbose):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-def run(main, arg_parser, argv=None):
-    """Parse arguments, load the configuration, call main(config, args); return an exit code."""
+def run(main, arg_parser, argv=None, uses=GROUPS):
+    """Parse arguments, load the configuration and check the settings of the groups the script
+    uses (config.GROUPS), call main(config, args); return an exit code."""
     args = arg_parser.parse_args(argv)
     setup_logging(args.verbose)
     prog = arg_parser.prog
     config = None
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, uses=uses)
         return interruptible(main, config, args) or 0
     except UserError as e:
         return _fail(prog, str(e), e.exit_code, args.verbose, config)
@@ -94,9 +95,9 @@ def _fail(prog, message, code, verbose, config):
     return code
 
 
-def main_entry(main, description, add_arguments=None):
+def main_entry(main, description, add_arguments=None, uses=GROUPS):
     """`if __name__ == "__main__": sys.exit(main_entry(main, __doc__))`"""
     p = parser(description)
     if add_arguments:
         add_arguments(p)
-    return run(main, p)
+    return run(main, p, uses=uses)

@@ -6,6 +6,7 @@ A course-style dwh.cfg works unchanged: keys are case-insensitive and values may
 be wrapped in quotes. Secrets never appear in repr() or in any message.
 """
 import configparser
+import difflib
 import logging
 import os
 import re
@@ -22,6 +23,23 @@ ENGINES = ("postgres", "redshift")
 REDSHIFT_HOST = re.compile(r"\.redshift(-serverless)?\.amazonaws\.com(\.cn)?$", re.I)
 
 SECRET_KEYS = (("CLUSTER", "db_password"), ("DWH", "dwh_db_password"), ("AWS", "secret"))
+
+# Every key some script reads, by section (dwh.cfg.example documents each); any other gets a
+# warning naming the closest one, so a misspelled key is not silently ignored.
+KNOWN_KEYS = {
+    "CLUSTER": ("host", "engine", "db_name", "db_user", "db_password", "db_port", "allowed_cidr"),
+    "IAM_ROLE": ("arn",),
+    "S3": ("log_data", "log_jsonpath", "song_data", "region"),
+    "AWS": ("key", "secret", "region"),
+    "DWH": ("dwh_cluster_type", "dwh_num_nodes", "dwh_node_type", "dwh_base_rpu", "dwh_max_rpu_hours",
+            "dwh_iam_role_name", "dwh_cluster_identifier", "dwh_db", "dwh_db_user", "dwh_db_password",
+            "dwh_port", "dwh_publicly_accessible", "dwh_security_group_id"),
+    "LOCAL": ("data_dir",),
+    "ETL": ("max_errors", "workers"),
+}
+# What a script may need from the file; each checks only its own (cli.main_entry's `uses`), so a
+# placeholder ARN does not stop analytics.py.
+GROUPS = ("warehouse", "sources", "aws")
 
 # Shapes of the values that end up inside Redshift SQL or IAM policies.
 S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[A-Za-z0-9!\-_.*()/=+,@ ]*)?$")
@@ -68,8 +86,15 @@ class Config:
     aws_key: str = field(default="", repr=False)
     aws_secret: str = field(default="", repr=False)
     max_errors: int = 0
-    workers: int = 0                  # 0: one per CPU core
+    workers: int = 0                  # 0: two per CPU core
     cluster: Cluster = Cluster()
+    problems: tuple = ()              # ((group, message)): settings found wrong, for require()
+
+    def require(self, *groups):
+        """Stop with the first problem in the settings of these groups (see GROUPS)."""
+        for group, message in self.problems:
+            if group in groups:
+                raise UserError(message)
 
     def secrets(self):
         return tuple(s for s in (self.db_password, self.aws_secret) if s)
@@ -152,8 +177,9 @@ def unquote(value):
     return value
 
 
-def load_config(explicit=None, environ=None):
-    """The one reader every script uses. Returns a validated Config."""
+def load_config(explicit=None, environ=None, uses=GROUPS):
+    """The one reader every script uses. Returns a Config whose settings of the groups `uses`
+    are valid (a problem in another group stays in Config.problems)."""
     environ = os.environ if environ is None else environ
     path, named = find_config_file(explicit)
     if path is None:
@@ -161,24 +187,57 @@ def load_config(explicit=None, environ=None):
     if named and not path.exists():
         raise UserError(f"{path}: configuration file not found")
     sections = read_ini(path)
+    warn_unknown_keys(sections, path)
     cfg = build_config(sections, path, environ)
     if any(sections.get(s, {}).get(k) for s, k in SECRET_KEYS):
         warn_if_readable(path)
+    cfg.require(*uses)
     return cfg
 
 
+def warn_unknown_keys(sections, path):
+    for section, values in sections.items():
+        if section not in KNOWN_KEYS:
+            log.warning("warning: %s: section [%s] is not read by any script%s", path, section,
+                        _did_you_mean(section, KNOWN_KEYS, "[{}]"))
+            continue
+        for key in values:
+            if key not in KNOWN_KEYS[section]:
+                log.warning("warning: %s: [%s] %s is not read by any script%s", path, section, key.upper(),
+                            _did_you_mean(key, KNOWN_KEYS[section], "{}"))
+
+
+def _did_you_mean(word, choices, form):
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean {form.format(close[0].upper())}?" if close else ""
+
+
 def build_config(sections, path, environ):
+    """Every setting, typed. A wrong one is recorded as a problem of its group (and its default
+    kept) rather than raised: each script requires the groups it uses (Config.require)."""
     get = _getter(sections)
     base = path.resolve().parent
-    host = get("CLUSTER", "host")
-    engine = get("CLUSTER", "engine").lower() or ("redshift" if REDSHIFT_HOST.search(host) else "postgres")
-    if engine not in ENGINES:
-        raise UserError(f"{path}: [CLUSTER] ENGINE must be one of {', '.join(ENGINES)}, not {engine!r}")
-    embedded = not host
-    if embedded and engine == "redshift":
-        raise UserError(f"{path}: [CLUSTER] HOST is empty; run setup_cluster.py first, "
-                        "or set HOST to your Redshift endpoint")
     defaults = Config()
+    problems = []
+
+    def checked(group, compute, fallback):
+        try:
+            return compute()
+        except UserError as e:
+            problems.append((group, str(e)))
+            return fallback
+
+    def engine_of(host):
+        engine = get("CLUSTER", "engine").lower() or ("redshift" if REDSHIFT_HOST.search(host) else "postgres")
+        if engine not in ENGINES:
+            raise UserError(f"{path}: [CLUSTER] ENGINE must be one of {', '.join(ENGINES)}, not {engine!r}")
+        if not host and engine == "redshift":
+            raise UserError(f"{path}: [CLUSTER] HOST is empty; run setup_cluster.py first, "
+                            "or set HOST to your Redshift endpoint")
+        return engine
+
+    host = get("CLUSTER", "host")
+    engine = checked("warehouse", lambda: engine_of(host), "postgres")
 
     def source(key, default):
         value = get("S3", key)
@@ -189,13 +248,23 @@ def build_config(sections, path, environ):
                             + (f"not {value!r}" if value else "and is empty"))
         return str((base / value).resolve()) if value else default  # relative to the cfg file
 
-    cfg = Config(
+    def role_arn():
+        arn = _optional(get("IAM_ROLE", "arn"), ROLE_ARN, "[IAM_ROLE] ARN", "arn:aws:iam::<12 digits>:role/<name>", path)
+        if engine == "redshift" and not arn:
+            raise UserError(f"{path}: [IAM_ROLE] ARN is empty; Redshift needs it to COPY from S3 "
+                            "(setup_cluster.py writes it)")
+        return arn
+
+    def port():
+        return (get_int(get, "CLUSTER", "db_port", 0, 1, 65535) or get_int(get, "DWH", "dwh_port", 0, 1, 65535)
+                or (5439 if engine == "redshift" else 5432))
+
+    return Config(
         path=path,
         engine=engine,
-        embedded=embedded,
+        embedded=not host,
         host=host,
-        port=(get_int(get, "CLUSTER", "db_port", 0, 1, 65535) or get_int(get, "DWH", "dwh_port", 0, 1, 65535)
-              or (5439 if engine == "redshift" else 5432)),
+        port=checked("warehouse", port, defaults.port),
         db_name=(get("CLUSTER", "db_name") or get("DWH", "dwh_db")
                  or ("dev" if engine == "redshift" else "postgres")),
         db_user=(get("CLUSTER", "db_user") or get("DWH", "dwh_db_user")
@@ -203,23 +272,21 @@ def build_config(sections, path, environ):
         db_password=(environ.get("DWH_DB_PASSWORD") or get("CLUSTER", "db_password")
                      or get("DWH", "dwh_db_password")),
         data_dir=(base / get("LOCAL", "data_dir")).resolve() if get("LOCAL", "data_dir") else defaults.data_dir,
-        song_data=source("song_data", defaults.song_data),
-        log_data=source("log_data", defaults.log_data),
-        log_jsonpath=_jsonpath(get("S3", "log_jsonpath"), path),
-        iam_role_arn=_optional(get("IAM_ROLE", "arn"), ROLE_ARN, "[IAM_ROLE] ARN",
-                               "arn:aws:iam::<12 digits>:role/<name>", path),
-        region=_optional(get("AWS", "region"), REGION, "[AWS] REGION", "a region name like us-west-2", path),
-        data_region=_optional(get("S3", "region"), REGION, "[S3] REGION", "a region name like us-west-2", path),
+        song_data=checked("sources", lambda: source("song_data", defaults.song_data), defaults.song_data),
+        log_data=checked("sources", lambda: source("log_data", defaults.log_data), defaults.log_data),
+        log_jsonpath=checked("sources", lambda: _jsonpath(get("S3", "log_jsonpath"), path), "auto"),
+        iam_role_arn=checked("sources", role_arn, ""),
+        region=checked("aws", lambda: _optional(get("AWS", "region"), REGION, "[AWS] REGION",
+                                                 "a region name like us-west-2", path), ""),
+        data_region=checked("sources", lambda: _optional(get("S3", "region"), REGION, "[S3] REGION",
+                                                          "a region name like us-west-2", path), ""),
         aws_key=get("AWS", "key"),
         aws_secret=get("AWS", "secret"),
-        max_errors=get_int(get, "ETL", "max_errors", 0, 0, 10**9),
-        workers=get_int(get, "ETL", "workers", 0, 0, 64),
-        cluster=build_cluster(get, path),
+        max_errors=checked("sources", lambda: get_int(get, "ETL", "max_errors", 0, 0, 10**9), 0),
+        workers=checked("sources", lambda: get_int(get, "ETL", "workers", 0, 0, 64), 0),
+        cluster=checked("aws", lambda: build_cluster(get, path), defaults.cluster),
+        problems=tuple(problems),
     )
-    if engine == "redshift" and not cfg.iam_role_arn:
-        raise UserError(f"{path}: [IAM_ROLE] ARN is empty; Redshift needs it to COPY from S3 "
-                        "(setup_cluster.py writes it)")
-    return cfg
 
 
 def build_cluster(get, path):

@@ -45,4 +45,4 @@ def main(cfg, args):
 
 
 if __name__ == "__main__":
-    sys.exit(main_entry(main, __doc__))
+    sys.exit(main_entry(main, __doc__, uses=("warehouse",)))

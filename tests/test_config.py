@@ -2,6 +2,7 @@
 import pytest
 
 import config
+from conftest import run_script
 from errors import UserError
 
 COURSE_CFG = """\
@@ -195,3 +196,38 @@ def test_connection_settings_come_from_cluster_else_dwh(tmp_path):
     both = config.load_config(str(write(tmp_path, base.replace("[IAM_ROLE]", "DB_NAME=a\nDB_USER=b\nDB_PORT=5441\n[IAM_ROLE]")
                                          + "[DWH]\nDWH_DB=dwh\nDWH_DB_USER=dwhuser\nDWH_PORT=5440\n")))
     assert (both.db_name, both.db_user, both.port) == ("a", "b", 5441)
+
+
+def test_a_misspelled_key_or_section_warns_with_the_closest_known_one(tmp_path, caplog):
+    path = write(tmp_path, "[S3]\nLOG_DATA_PATH = logs\nSONG_DATA = songs\n[CLUSTR]\nHOST =\n")
+    with caplog.at_level("WARNING", logger="sparkify"):
+        config.load_config(str(path))
+    assert f"warning: {path}: [S3] LOG_DATA_PATH is not read by any script; did you mean LOG_DATA?" in caplog.messages
+    assert f"warning: {path}: section [CLUSTR] is not read by any script; did you mean [CLUSTER]?" in caplog.messages
+    assert len(caplog.messages) == 2  # SONG_DATA and the rest are known
+
+
+def test_the_example_documents_every_key_a_script_reads():
+    example = config.read_ini(config.ROOT / "dwh.cfg.example")
+    assert {s: set(keys) for s, keys in example.items()} == {s: set(keys) for s, keys in config.KNOWN_KEYS.items()}
+
+
+@pytest.mark.parametrize("setting", ["[IAM_ROLE]\nARN = <your role arn>\n",
+                                     "[S3]\nLOG_JSONPATH = data/log_json_path.json\n",
+                                     "[ETL]\nMAX_ERRORS = many\n",
+                                     "[DWH]\nDWH_NUM_NODES = four\n"])
+def test_a_setting_a_script_does_not_use_does_not_stop_it(tmp_path, setting):
+    """analytics.py and create_tables.py read the warehouse's settings only; etl.py also the
+    sources' (and stops on a bad one), setup_cluster.py everything."""
+    path = write(tmp_path, setting)
+    assert config.load_config(str(path), uses=("warehouse",)).embedded
+    with pytest.raises(UserError, match=r"ARN|LOG_JSONPATH|MAX_ERRORS|DWH_NUM_NODES"):
+        config.load_config(str(path))
+
+
+def test_analytics_runs_with_a_placeholder_arn_and_etl_names_it(warehouse, tmp_path):
+    path = write(tmp_path, warehouse.path.read_text() + "\n[IAM_ROLE]\nARN = <your role arn>\n", "placeholder.cfg")
+    assert run_script("analytics.py", "--config", str(path)).returncode == 0
+    out = run_script("etl.py", "--config", str(path))
+    assert out.returncode == 1 and out.stderr.strip() == (
+        f"etl.py: error: {path}: [IAM_ROLE] ARN must be arn:aws:iam::<12 digits>:role/<name>, not '<your role arn>'")

@@ -214,7 +214,8 @@ def render(sql, params=None):
 class Recorder:
     """Every statement the scripts run, per connection, nothing sent anywhere. A fetch returns
     the state of a warehouse whose tables exist and are empty, with the lock free, so the
-    code takes the path of a first load (statements a later load skips are marked)."""
+    code takes the path of a first load (statements a later load skips are marked).
+    answers: {statement: rows, or rows(params)} for other states (the row count is len(rows))."""
 
     def __init__(self, answers=None):
         self.connections = []  # [(thread name, [statement or comment])]
@@ -292,8 +293,12 @@ class RecordingCursor:
         if self.note:
             self.connection.log.append(f"-- {self.note}:")
         self.connection.record(render(sql, params))
-        answer = self.connection.recorder.answers.get(sql, [(0,)])
-        self.rows = list(answer(params) if callable(answer) else answer)
+        answer = self.connection.recorder.answers.get(sql)
+        if answer is None:  # a count is 0, a query finds no row, a statement changes none
+            self.rows, self.rowcount = None, 0
+        else:
+            self.rows = list(answer(params) if callable(answer) else answer)
+            self.rowcount = len(self.rows)
 
     def copy_expert(self, sql, stream, size=None):
         self.execute(sql)
@@ -303,10 +308,12 @@ class RecordingCursor:
         return render(sql, params).encode()
 
     def fetchone(self):
+        if self.rows is None:
+            return (0,)
         return self.rows[0] if self.rows else None
 
     def fetchall(self):
-        return self.rows
+        return self.rows or []
 
 
 @contextlib.contextmanager

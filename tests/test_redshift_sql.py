@@ -6,6 +6,8 @@ import dataclasses
 import json
 import re
 
+import psycopg2
+import psycopg2.extensions
 import pytest
 import sqlglot
 from sqlglot import exp
@@ -13,8 +15,6 @@ from sqlglot import exp
 import create_tables
 import db
 import etl
-import psycopg2
-import psycopg2.extensions
 import redshift_rules as rules
 import sql_queries
 from config import Config

@@ -3,29 +3,16 @@
 Test data, not code: each rule is quoted or listed as the page has it, with the page named.
 Where a test cannot run Redshift, it checks our SQL against these rules.
 """
+import aws_rules
 
 # --- Reserved words ------------------------------------------------------------------------
-# "Reserved words", Amazon Redshift Database Developer Guide,
-# https://docs.aws.amazon.com/redshift/latest/dg/r_pg_keywords.html (read 2025: the current list),
-# united with the older list of the same page kept in github.com/awsdocs/amazon-redshift-developer-guide
-# (doc_source/r_pg_keywords.md), which also has LANGUAGE. "You can use the reserved words with
-# delimited identifiers (double quotation marks)": we use none, so none may be an identifier.
+# "Reserved words", https://docs.aws.amazon.com/redshift/latest/dg/r_pg_keywords.html: the list as
+# archived in awsdocs (tests/aws_rules.py) and the words the current page adds to it (read 2025).
+# "You can use the reserved words with delimited identifiers (double quotation marks)": we use
+# none, so none may be an identifier.
 RESERVED_WORDS_SOURCE = "https://docs.aws.amazon.com/redshift/latest/dg/r_pg_keywords.html"
-RESERVED_WORDS = frozenset("""
-AES128 AES256 ALL ALLOWOVERWRITE ANALYSE ANALYZE AND ANY ARRAY AS ASC AUTHORIZATION AZ64
-BACKUP BETWEEN BINARY BLANKSASNULL BOTH BYTEDICT BZIP2 CASE CAST CHECK COLLATE COLUMN
-CONSTRAINT CREATE CREDENTIALS CROSS CURRENT_DATE CURRENT_TIME CURRENT_TIMESTAMP CURRENT_USER
-CURRENT_USER_ID DEFAULT DEFERRABLE DEFLATE DEFRAG DELTA DELTA32K DESC DISABLE DISTINCT DO ELSE
-EMPTYASNULL ENABLE ENCODE ENCRYPT ENCRYPTION END EXCEPT EXPLICIT FALSE FOR FOREIGN FREEZE FROM
-FULL GLOBALDICT256 GLOBALDICT64K GRANT GROUP GZIP HAVING IDENTITY IGNORE ILIKE IN INITIALLY
-INNER INTERSECT INTERVAL INTO IS ISNULL JOIN LANGUAGE LEADING LEFT LIKE LIMIT LOCALTIME
-LOCALTIMESTAMP LUN LUNS LZO LZOP MINUS MOSTLY16 MOSTLY32 MOSTLY8 NATURAL NEW NOT NOTNULL NULL
-NULLS OFF OFFLINE OFFSET OID OLD ON ONLY OPEN OR ORDER OUTER OVERLAPS PARALLEL PARTITION
-PERCENT PERMISSIONS PIVOT PLACING PRIMARY RAW READRATIO RECOVER REFERENCES REJECTLOG RESORT
-RESPECT RESTORE RIGHT SELECT SESSION_USER SIMILAR SNAPSHOT SOME SYSDATE SYSTEM TABLE TAG TDES
-TEXT255 TEXT32K THEN TIMESTAMP TO TOP TRAILING TRUE TRUNCATECOLUMNS UNION UNIQUE UNNEST UNPIVOT
-USER USING VERBOSE WALLET WHEN WHERE WITH WITHOUT
-""".split())
+ADDED_ON_THE_CURRENT_PAGE = frozenset({"MOSTLY16", "PIVOT", "UNNEST", "UNPIVOT"})
+RESERVED_WORDS = aws_rules.RESERVED_WORDS | ADDED_ON_THE_CURRENT_PAGE
 # Same page: "While START and CONNECT are not reserved words, use delimited identifiers or AS if
 # you're using START and CONNECT as table aliases in your query to avoid failure at runtime."
 NOT_AS_TABLE_ALIAS = frozenset({"START", "CONNECT"})

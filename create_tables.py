@@ -12,7 +12,8 @@ log = logging.getLogger("sparkify")
 
 def drop_tables(conn):
     """Drop every table that exists; return their names."""
-    existing = [t for t in sql_queries.TABLES if t not in db.missing_tables(conn)]
+    missing = db.missing_tables(conn)
+    existing = [t for t in sql_queries.TABLES if t not in missing]
     with conn.cursor() as cur:
         for q in sql_queries.drop_table_queries:
             cur.execute(q)
@@ -38,11 +39,22 @@ def reset_warehouse(cfg, conn):
 
 
 def main(cfg, args):
-    with db.connection(cfg) as conn:
-        dropped = reset_warehouse(cfg, conn)
+    if args.dry_run:
+        return db.print_dry_run(cfg, lambda: reset(cfg))
+    dropped = reset(cfg)
     print(f"{cfg.describe()}: dropped {len(dropped)} existing tables, "
           f"created {len(sql_queries.TABLES)}: {', '.join(sql_queries.TABLES)}")
 
 
+def reset(cfg):
+    with db.connection(cfg) as conn:
+        return reset_warehouse(cfg, conn)
+
+
+def add_arguments(p):
+    p.add_argument("--dry-run", action="store_true",
+                   help="print every SQL statement it would run, connecting to nothing")
+
+
 if __name__ == "__main__":
-    sys.exit(main_entry(main, __doc__, uses=("warehouse",)))
+    sys.exit(main_entry(main, __doc__, add_arguments, uses=("warehouse",)))

@@ -8,11 +8,13 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import warnings
 import weakref
 from pathlib import Path
 
 import psycopg2
+import psycopg2.extensions
 
 import sql_queries
 from errors import UserError, mask_secrets
@@ -20,7 +22,9 @@ from errors import UserError, mask_secrets
 log = logging.getLogger("sparkify")
 
 LOCK_KEY = 0x5350524B  # 'SPRK': one ETL run per warehouse at a time
+TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
 OPEN = weakref.WeakSet()  # every connection this process has open, for cancel_all()
+RECORDER = None  # set by dry_run(): connect() hands out recording connections
 
 
 def embedded_uri(data_dir):
@@ -104,6 +108,8 @@ def _alive(pid):
 
 def connect(cfg, autocommit=False):
     """A psycopg2 connection to the configured warehouse. Errors name the server, never the password."""
+    if RECORDER is not None:
+        return RECORDER.connection(autocommit)
     try:
         if cfg.embedded:
             conn = psycopg2.connect(embedded_uri(cfg.data_dir), application_name="sparkify")
@@ -167,7 +173,7 @@ def row_counts(conn, tables):
 def etl_lock(conn, wait=True):
     """Hold the warehouse's ETL lock (PostgreSQL advisory lock) for the duration of a run."""
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+        cur.execute(TRY_LOCK, (LOCK_KEY,))
         if not cur.fetchone()[0]:
             if not wait:
                 raise UserError("another etl.py run is loading this warehouse; try again when it has "
@@ -180,3 +186,165 @@ def etl_lock(conn, wait=True):
         if not conn.closed:
             with conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+
+
+# --- --dry-run: the real code path, on connections that record instead of running -----------
+class Placeholder:
+    """A value only the server knows (e.g. a COPY's query id), written as the SQL that gives it."""
+
+    def __init__(self, sql):
+        self.sql = sql
+
+
+psycopg2.extensions.register_adapter(Placeholder, lambda p: psycopg2.extensions.AsIs(p.sql))
+
+
+def render(sql, params=None):
+    """A statement with its parameters in place, as psycopg2 would send it (no connection needed)."""
+    if isinstance(sql, bytes):
+        sql = sql.decode()
+    if params is None:
+        return sql
+    quote = lambda v: psycopg2.extensions.adapt(v).getquoted().decode()  # noqa: E731
+    if isinstance(params, dict):
+        return sql % {k: quote(v) for k, v in params.items()}
+    return sql % tuple(quote(v) for v in params)
+
+
+class Recorder:
+    """Every statement the scripts run, per connection, nothing sent anywhere. A fetch returns
+    the state of a warehouse whose tables exist and are empty, with the lock free, so the
+    code takes the path of a first load (statements a later load skips are marked).
+    answers: {statement: rows, or rows(params)} for other states (the row count is len(rows))."""
+
+    def __init__(self, answers=None):
+        self.connections = []  # [(thread name, [statement or comment])]
+        self.answers = {TRY_LOCK: [(True,)], sql_queries.existing_tables: lambda p: [(t,) for t in p[0]],
+                        sql_queries.last_copy_id: [(Placeholder("pg_last_copy_id()"),)], **(answers or {})}
+        self.lock = threading.Lock()
+
+    def connection(self, autocommit=False):
+        log_ = []
+        with self.lock:
+            self.connections.append((threading.current_thread().name, log_))
+        return RecordingConnection(self, log_, autocommit)
+
+    def statements(self):
+        """Every statement recorded (no comments), over all connections."""
+        return [s for _, log_ in self.connections for s in log_ if not s.startswith("--")]
+
+    def script(self):
+        """The recorded statements as a script: the first connection's, then each other's."""
+        out = []
+        for i, (thread, log_) in enumerate(self.connections):
+            if i:
+                out.append(f"\n-- on another connection ({thread}), while the first one runs:")
+            out += [s if s.startswith("--") else s.strip() + ";" for s in log_]
+        return "\n".join(out)
+
+
+class RecordingConnection:
+    closed = False
+    encoding = "UTF8"
+
+    def __init__(self, recorder, log_, autocommit):
+        self.recorder, self.log, self.autocommit, self.in_transaction = recorder, log_, autocommit, False
+
+    def cursor(self):
+        return RecordingCursor(self)
+
+    def record(self, statement):
+        if not self.autocommit and not self.in_transaction:
+            self.log.append("BEGIN")
+            self.in_transaction = True
+        self.log.append(statement)
+
+    def commit(self):
+        if self.in_transaction:
+            self.log.append("COMMIT")
+        self.in_transaction = False
+
+    def rollback(self):
+        if self.in_transaction:
+            self.log.append("ROLLBACK")
+        self.in_transaction = False
+
+    def close(self):
+        self.closed = True
+
+    def cancel(self):
+        pass
+
+    def set_session(self, **kwargs):
+        pass
+
+
+class RecordingCursor:
+    def __init__(self, conn):
+        self.connection, self.rowcount, self.rows, self.note = conn, 0, [], None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def execute(self, sql, params=None):
+        if self.note:
+            self.connection.log.append(f"-- {self.note}:")
+        self.connection.record(render(sql, params))
+        answer = self.connection.recorder.answers.get(sql)
+        if answer is None:  # a count is 0, a query finds no row, a statement changes none
+            self.rows, self.rowcount = None, 0
+        else:
+            self.rows = list(answer(params) if callable(answer) else answer)
+            self.rowcount = len(self.rows)
+
+    def copy_expert(self, sql, stream, size=None):
+        self.execute(sql)
+        self.connection.log.append(f"-- (the rows of {len(stream.files)} files)")
+
+    def mogrify(self, sql, params=None):
+        return render(sql, params).encode()
+
+    def fetchone(self):
+        if self.rows is None:
+            return (0,)
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self):
+        return self.rows or []
+
+
+@contextlib.contextmanager
+def dry_run(answers=None):
+    """Inside: every connection records its statements instead of connecting."""
+    global RECORDER
+    RECORDER = Recorder(answers)
+    try:
+        yield RECORDER
+    finally:
+        RECORDER = None
+
+
+@contextlib.contextmanager
+def only_when(cur, case):
+    """Statements run here only in some case (e.g. a first load); a dry run marks them."""
+    if isinstance(cur, RecordingCursor):
+        cur.note = f"{case} only"
+    try:
+        yield
+    finally:
+        if isinstance(cur, RecordingCursor):
+            cur.note = None
+
+
+def print_dry_run(cfg, work, note=""):
+    """Run work() on recording connections; print its statements after a line naming the target."""
+    with dry_run() as recorder:
+        work()
+    where = (f"embedded at {cfg.data_dir}" if cfg.embedded
+             else f"{cfg.db_user}@{cfg.host}:{cfg.port}/{cfg.db_name}")
+    lines = [f"-- target: {cfg.engine} {where}", "-- dry run: nothing was connected to or changed"]
+    lines += [f"-- {note}"] * bool(note) + [recorder.script()]
+    print(mask_secrets("\n".join(lines), cfg))

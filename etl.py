@@ -179,8 +179,9 @@ def apply_steps(cur, before, prepared, first_load):
         log.debug("%s %s: %d rows, %.2f s", step.action, step.table, cur.rowcount, time.monotonic() - started)
         if step.table in first_load and last_step[step.table] == i:
             started = time.monotonic()
-            for q in sql_queries.add_keys(step.table):
-                cur.execute(q)
+            with db.only_when(cur, "first load"):
+                for q in sql_queries.add_keys(step.table):
+                    cur.execute(q)
             log.debug("%s: keys built, %.2f s", step.table, time.monotonic() - started)
     return after
 
@@ -193,10 +194,11 @@ def take_over_empty_tables(cur, before):
     one index build costs less than a million index inserts."""
     empty = [t for t in sql_queries.STAR_TABLES if before[t] == 0]
     if empty:
-        cur.execute("TRUNCATE " + ", ".join(empty))
-        for table in empty:
-            for q in sql_queries.drop_keys(table):
-                cur.execute(q)
+        with db.only_when(cur, "first load"):
+            cur.execute("TRUNCATE " + ", ".join(empty))
+            for table in empty:
+                for q in sql_queries.drop_keys(table):
+                    cur.execute(q)
     return empty
 
 
@@ -252,51 +254,87 @@ def transform(cfg, conn):
         raise
 
 
-def load_staging_redshift(cfg, conn):
-    """COPY both sources from S3, inside the caller's transaction; return StagingResults."""
-    results = []
+def load_staging_redshift(cfg, conn, run_id, max_errors):
+    """COPY both sources from S3, inside the caller's transaction; return StagingResults.
+
+    Each COPY lets through what remains of max_errors; the records it skipped are copied from
+    Redshift's load-error table (by the COPY's query id) into load_errors and counted. More
+    than max_errors in all: everything is rolled back.
+    """
+    kind = "serverless" if "redshift-serverless" in cfg.host else "provisioned"
+    results, copy_ids = [], []
     with conn.cursor() as cur:
-        cur.execute("LOCK staging_events, staging_songs")  # one load at a time, until commit
+        cur.execute(sql_queries.load_lock)  # one load at a time, until commit
         for q in sql_queries.clear_staging["redshift"]:
             cur.execute(q)
-        for (source, (what, table)), copy in zip(staging.SOURCES.items(), sql_queries.copy_table_queries(cfg)):
+        for i, (source, (what, table)) in enumerate(staging.SOURCES.items()):
             started = time.monotonic()
+            set_aside = sum(r.rejected for r in results)
+            copy = sql_queries.copy_table_queries(cfg, max_errors - set_aside)[i]
             log.info("staging %s: COPY from %s", what, getattr(cfg, source))
             try:
                 cur.execute(copy)
             except psycopg2.Error as e:
                 conn.rollback()
-                raise UserError(copy_failure(conn, cfg, table, e))
+                raise UserError(copy_failure(conn, kind, table, e, copy_ids))
+            cur.execute(sql_queries.last_copy_id)
+            copy_ids.append(cur.fetchone()[0])
+            cur.execute(sql_queries.copy_errors_to_load_errors[kind],
+                        {"run_id": run_id, "source": source, "query_id": copy_ids[-1]})
+            rejected = cur.rowcount
             cur.execute(sql_queries.count_rows.format(table=table))
-            results.append(staging.StagingResult(source, loaded=cur.fetchone()[0],
+            results.append(staging.StagingResult(source, loaded=cur.fetchone()[0], rejected=rejected,
                                                  seconds=time.monotonic() - started))
+            if set_aside + rejected > max_errors:
+                conn.rollback()
+                first = first_load_errors(conn, kind, copy_ids)
+                raise UserError(f"{set_aside + rejected} bad records, more than the {max_errors} allowed "
+                                f"(--max-errors); nothing was committed{first}")
     return results
 
 
-def copy_failure(conn, cfg, table, error):
-    """Why a Redshift COPY failed, from its load-error table: file, line, column, reason."""
-    kind = "serverless" if "redshift-serverless" in cfg.host else "provisioned"
-    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+def first_load_errors(conn, kind, copy_ids):
+    """The first load errors of these COPYs as indented lines: file, line, column, reason."""
+    if not copy_ids:
+        return ""
     try:
         with conn.cursor() as cur:
-            cur.execute(sql_queries.load_error_queries[kind])
+            cur.execute(sql_queries.load_error_queries[kind], {"query_ids": tuple(copy_ids)})
             rows = cur.fetchall()
         conn.rollback()
     except psycopg2.Error:
         conn.rollback()
         rows = []
-    lines = "".join(f"\n  {file}:{line}: {column}: {reason}" for file, line, column, reason in rows)
+    return "".join(f"\n  {file}:{line}: {column}: {reason}" for file, line, column, reason in rows)
+
+
+def copy_failure(conn, kind, table, error, earlier_ids=()):
+    """Why a Redshift COPY failed, from its load-error table: file, line, column, reason. The
+    COPY's id is read after the rollback (AWS: updated when the load starts, even if it fails);
+    an id no newer than the earlier COPYs' means it failed before loading anything."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql_queries.last_copy_id)
+            copy_id = cur.fetchone()[0]
+        conn.rollback()
+    except psycopg2.Error:
+        conn.rollback()
+        copy_id = -1
+    loaded = copy_id not in (-1, *earlier_ids)
+    lines = first_load_errors(conn, kind, [copy_id]) if loaded else ""
     return f"COPY {table} failed: {first}; no star table was changed{lines}"
 
 
-def run_redshift(cfg):
+def run_redshift(cfg, conn, max_errors=None):
     """The whole load on Redshift in one transaction: COPY from S3 into staging, then the star."""
+    max_errors = cfg.max_errors if max_errors is None else max_errors
+    sql_queries.copy_table_queries(cfg)  # a configuration it cannot load stops here
     result = EtlResult(new_run_id())
     started = time.monotonic()
-    with db.connection(cfg) as conn:
-        db.require_tables(conn)
-        result.record_staging(load_staging_redshift(cfg, conn))
-        result.record_star(insert_star_tables(conn, "redshift"))
+    db.require_tables(conn)
+    result.record_staging(load_staging_redshift(cfg, conn, result.run_id, max_errors))
+    result.record_star(insert_star_tables(conn, "redshift"))
     result.steps["total"] = time.monotonic() - started
     return result
 
@@ -324,11 +362,19 @@ def as_json(result):
 
 
 def main(cfg, args):
-    if cfg.engine == "redshift":
-        result = run_redshift(cfg)
-    else:
-        result = run_etl(cfg, args.max_errors, wait=not args.no_wait)
+    if args.dry_run:
+        note = ("as for a first load; a later load (star tables not empty) skips the statements "
+                "marked 'first load only'" if cfg.engine == "postgres" else "")
+        return db.print_dry_run(cfg, lambda: load(cfg, args), note)
+    result = load(cfg, args)
     print(as_json(result) if args.json else summary(result))
+
+
+def load(cfg, args):
+    if cfg.engine == "redshift":
+        with db.connection(cfg) as conn:
+            return run_redshift(cfg, conn, args.max_errors)
+    return run_etl(cfg, args.max_errors, wait=not args.no_wait)
 
 
 def non_negative(text):
@@ -342,6 +388,8 @@ def add_arguments(p):
                    help="set aside up to N bad records and load the rest "
                         "(default: [ETL] MAX_ERRORS, else 0)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print every SQL statement the load would run, connecting to nothing")
     p.add_argument("--no-wait", action="store_true",
                    help="if another etl.py is loading this warehouse, stop instead of waiting")
 

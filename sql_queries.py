@@ -10,7 +10,8 @@ check_queries.
 
 The scripts use: TABLES / STAR_TABLES / STAGING_TABLES (from REGISTRY), create_table_queries
 [engine], drop_table_queries, prepare_statements(), apply_steps, transform_queries(engine) (all
-of it for one session, as on Redshift), check_queries, and for Redshift copy_table_queries(cfg).
+of it for one session, as on Redshift), check_queries, and for Redshift copy_table_queries(cfg),
+load_lock and the load-error statements.
 """
 import re
 from dataclasses import dataclass
@@ -30,13 +31,16 @@ DIALECT = {
         "by_time": "",
         "by_song": "",
         "scratch": "UNLOGGED TABLE",   # the transform's prepared rows, shared between connections
+        "scratch_by_time": "",
         # ts (epoch milliseconds) as a UTC timestamp, milliseconds kept: one exact product
         # (whole microseconds, in a double, for any date within 285 years of 1970)
         "event_time": "TIMESTAMP 'epoch' + ts * INTERVAL '1 millisecond'",
     },
     "redshift": {
         "staging": "TABLE",
-        "staging_options": "",
+        # Staging is refilled every run: no need to keep it in snapshots (on RA3 and Serverless
+        # AWS backs up every table anyway: BACKUP NO has no effect there).
+        "staging_options": " BACKUP NO",
         "identity": "BIGINT IDENTITY(0,1)",
         "all": "DISTSTYLE ALL",        # small dimension: a full copy on every node, joins never redistribute
         # songplays and time share the distribution key start_time, so their join is node-local,
@@ -44,6 +48,9 @@ DIALECT = {
         "by_time": "DISTKEY(start_time) SORTKEY(start_time)",
         "by_song": "DISTSTYLE ALL SORTKEY(song_id)",
         "scratch": "TEMP TABLE",       # the transform's prepared rows, inside the load's transaction
+        # the prepared plays and times are spread as songplays and time are: their inserts and
+        # the NOT EXISTS joins stay node-local
+        "scratch_by_time": " DISTKEY(start_time)",
         "event_time": ("TIMESTAMP 'epoch' + ts / 1000 * INTERVAL '1 second' "  # integer arithmetic
                        "+ ts % 1000 * INTERVAL '1 millisecond'"),
     },
@@ -335,22 +342,47 @@ def sql_literal(value, what, shape=None):
     return "'" + value.replace("'", "''") + "'"
 
 
-def copy_table_queries(cfg):
-    """COPY staging_songs and staging_events from S3, for Redshift."""
+MAXERROR_LIMIT = 100000  # COPY's documented limit for MAXERROR
+
+
+def maxerror(remaining):
+    """COPY's MAXERROR that lets `remaining` bad records through. AWS: "If the load returns the
+    error_count number of errors or greater, the load fails", so MAXERROR m allows m - 1."""
+    return min(remaining + 1, MAXERROR_LIMIT)
+
+
+def copy_table_queries(cfg, remaining=None):
+    """COPY staging_songs and staging_events from S3, for Redshift; each COPY lets through
+    `remaining` bad records (default: [ETL] MAX_ERRORS), within COPY's limit.
+
+    Each names its columns. Song files' keys are the column names ('auto' matches them
+    exactly); the log files' keys are camelCase, so events need the JSONPaths file, whose
+    paths map to the column list by position (both from EVENT_FIELDS).
+    """
     role = sql_literal(cfg.iam_role_arn, "[IAM_ROLE] ARN", ROLE_ARN)
     # REGION is where the data is ([S3] REGION), which may differ from the cluster's ([AWS] REGION).
     data_region, what = (cfg.data_region, "[S3] REGION") if cfg.data_region else (cfg.region, "[AWS] REGION")
     region = f"REGION {sql_literal(data_region, what, REGION)}" if data_region else ""
-    jsonpaths = ("'auto'" if cfg.log_jsonpath == "auto"
-                 else sql_literal(cfg.log_jsonpath, "[S3] LOG_JSONPATH", S3_URI))
+    if cfg.log_jsonpath == "auto":
+        raise UserError(f"{cfg.path or 'dwh.cfg'}: [S3] LOG_JSONPATH must be the s3:// URI of a JSONPaths "
+                        "file on Redshift (COPY's 'auto' needs JSON keys equal to column names: "
+                        "itemInSession is not item_in_session); upload data/log_json_path.json and name it")
+    jsonpaths = sql_literal(cfg.log_jsonpath, "[S3] LOG_JSONPATH", S3_URI)
+    remaining = cfg.max_errors if remaining is None else remaining
     # Staging is scratch: skip compression analysis and statistics, the star tables matter.
-    common = f"IAM_ROLE {role} {region} MAXERROR {int(cfg.max_errors)} COMPUPDATE OFF STATUPDATE OFF"
+    common = f"IAM_ROLE {role} {region} MAXERROR {maxerror(remaining)} COMPUPDATE OFF STATUPDATE OFF"
     return [
-        f"COPY staging_songs FROM {sql_literal(cfg.song_data, '[S3] SONG_DATA', S3_URI)}\n"
+        f"COPY staging_songs ({_columns(SONG_FIELDS)})\n"
+        f"FROM {sql_literal(cfg.song_data, '[S3] SONG_DATA', S3_URI)}\n"
         f"{common} FORMAT AS JSON 'auto'",
-        f"COPY staging_events FROM {sql_literal(cfg.log_data, '[S3] LOG_DATA', S3_URI)}\n"
+        f"COPY staging_events ({_columns(EVENT_FIELDS)})\n"
+        f"FROM {sql_literal(cfg.log_data, '[S3] LOG_DATA', S3_URI)}\n"
         f"{common} FORMAT AS JSON {jsonpaths}",
     ]
+
+
+def _columns(fields):
+    return ", ".join(c for c, _, _, _ in fields)
 
 
 def jsonpaths_document():
@@ -363,18 +395,31 @@ clear_staging = {
     "postgres": ["TRUNCATE staging_events, staging_songs"],
     "redshift": ["DELETE FROM staging_events", "DELETE FROM staging_songs"],
 }
+# Redshift: the load's transaction holds every table it writes (staging, star, load_errors),
+# so no other load interleaves with it; readers wait until it commits.
+load_lock = "LOCK " + ", ".join(TABLES)
 
-# Why a Redshift COPY failed: the newest rows of the load-error table for this session.
-load_error_queries = {
-    "provisioned": """
-        SELECT TRIM(filename), line_number, TRIM(colname), TRIM(err_reason)
-        FROM stl_load_errors WHERE session = pg_backend_pid()
-        ORDER BY starttime DESC LIMIT 10""",
-    "serverless": """
-        SELECT TRIM(file_name), line_number, TRIM(column_name), TRIM(error_message)
-        FROM sys_load_error_detail WHERE session_id = pg_backend_pid()
-        ORDER BY start_time DESC LIMIT 10""",
+# Redshift keeps the records a COPY skipped (under MAXERROR) in its load-error table, by the
+# COPY's query id (pg_last_copy_id(), read right after it): STL_LOAD_ERRORS on a provisioned
+# cluster, SYS_LOAD_ERROR_DETAIL on Serverless (which has no raw line).
+last_copy_id = "SELECT pg_last_copy_id()"
+LOAD_ERROR_TABLES = {
+    "provisioned": {"table": "stl_load_errors", "query": "query", "file": "filename",
+                    "column": "colname", "reason": "err_reason", "line": "TRIM(raw_line)"},
+    "serverless": {"table": "sys_load_error_detail", "query": "query_id", "file": "file_name",
+                   "column": "column_name", "reason": "error_message", "line": "NULL"},
 }
+_load_error_insert = """
+INSERT INTO load_errors (run_id, source, file, line_no, reason, raw)
+SELECT %(run_id)s, %(source)s, LEFT(TRIM({file}), 1024), line_number,
+       LEFT(TRIM({column}) || ': ' || TRIM({reason}), 1024), LEFT({line}, 2048)
+FROM {table} WHERE {query} = %(query_id)s"""
+_load_error_first = """
+SELECT TRIM({file}), line_number, TRIM({column}), TRIM({reason})
+FROM {table} WHERE {query} IN %(query_ids)s
+ORDER BY {query}, line_number LIMIT 10"""
+copy_errors_to_load_errors = {k: _load_error_insert.format(**t) for k, t in LOAD_ERROR_TABLES.items()}
+load_error_queries = {k: _load_error_first.format(**t) for k, t in LOAD_ERROR_TABLES.items()}
 
 
 # --- The transform: staging -> star, one text for both engines --------------------------------
@@ -441,8 +486,8 @@ FROM (SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.user_id
         ON m.user_id = e.user_id AND m.ts = e.ts) e
 WHERE rn = 1"""
 
-new_plays_create = "CREATE {scratch} new_plays AS" + new_plays_select
-new_times_create = "CREATE {scratch} new_times AS" + new_times_select
+new_plays_create = "CREATE {scratch} new_plays{scratch_by_time} AS" + new_plays_select
+new_times_create = "CREATE {scratch} new_times{scratch_by_time} AS" + new_times_select
 
 prepare_queries = {  # scratch table -> the statements that make it
     "new_plays": ["DROP TABLE IF EXISTS new_plays", new_plays_create],
@@ -548,13 +593,21 @@ _orphan_check = [
     ("plays without a time row",
      "SELECT COUNT(*) FROM songplays p WHERE NOT EXISTS (SELECT 1 FROM time t WHERE t.start_time = p.start_time)"),
 ]
+
+
+
+def _duplicates(table, key):
+    """Keys held by more than one row. Not COUNT(DISTINCT key): Redshift's planner assumes a
+    declared primary key is unique and may answer a DISTINCT over it without reading the rows."""
+    return f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} GROUP BY {key} HAVING COUNT(*) > 1) d"
+
+
 _duplicate_checks = [
-    ("duplicate users", "SELECT COUNT(*) - COUNT(DISTINCT user_id) FROM users"),
-    ("duplicate songs", "SELECT COUNT(*) - COUNT(DISTINCT song_id) FROM songs"),
-    ("duplicate artists", "SELECT COUNT(*) - COUNT(DISTINCT artist_id) FROM artists"),
-    ("duplicate plays",
-     "SELECT COUNT(*) FROM (SELECT 1 FROM songplays GROUP BY session_id, item_in_session, start_time "
-     "HAVING COUNT(*) > 1) d"),
+    ("duplicate users", _duplicates("users", "user_id")),
+    ("duplicate songs", _duplicates("songs", "song_id")),
+    ("duplicate artists", _duplicates("artists", "artist_id")),
+    ("duplicate times", _duplicates("time", "start_time")),
+    ("duplicate plays", _duplicates("songplays", "session_id, item_in_session, start_time")),
 ]
 _batch_checks = [
     ("plays without a time row", """

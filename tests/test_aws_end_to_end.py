@@ -88,6 +88,15 @@ def test_course_file_through_setup_pause_resume_teardown(emulator, tmp_path, mon
     assert f"HOST={cfg.host}\r\n" in text and f"ARN={cfg.iam_role_arn} # setup_cluster.py writes it\r\n" in text
     assert 'DB_NAME="dwh" ; database\r\n' in text
 
+    # What would run on the cluster, read before paying for a load: no connection is made.
+    for script, args in (("create_tables.py", ()), ("etl.py", ("--max-errors", "5"))):
+        out = run_script(script, "--config", str(path), "--dry-run", *args, env=env)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines()[0] == f"-- target: redshift dwhuser@{cfg.host}:5439/dwh"
+        assert "Passw0rd" not in out.stdout
+    assert "REGION 'us-west-2' MAXERROR 6 " in out.stdout
+    assert "FORMAT AS JSON 's3://udacity-dend/log_json_path.json'" in out.stdout
+
     paused = step("teardown_cluster.py", "--pause")
     assert redshift.describe_clusters(ClusterIdentifier="dwhCluster")["Clusters"][0]["ClusterStatus"] == "paused"
     assert (paused.host, paused.iam_role_arn) == (cfg.host, cfg.iam_role_arn)

@@ -32,8 +32,9 @@ log = logging.getLogger("sparkify")
 class EtlResult:
     run_id: str
     staged: list = field(default_factory=list)      # [staging.StagingResult]
-    before: dict = field(default_factory=dict)      # star table -> rows before the run
+    before: dict = field(default_factory=dict)      # loaded table, load_errors -> rows before the run
     after: dict = field(default_factory=dict)       # every table -> rows after the run
+    changed: list = field(default_factory=list)     # [(table, label, rows)] of the non-insert steps
     steps: dict = field(default_factory=dict)       # step -> seconds
 
     def record_staging(self, staged):
@@ -42,7 +43,8 @@ class EtlResult:
         self.after.update({staging.SOURCES[r.source][1]: r.loaded for r in staged})  # emptied, then loaded
 
     def record_star(self, star):
-        self.before, after, seconds = star
+        before, after, self.changed, seconds = star
+        self.before.update(before)
         self.after.update(after)
         self.steps.update(seconds)
 
@@ -130,14 +132,15 @@ def prepare_star_rows(cfg, pool):
 
 
 def insert_star_tables(conn, engine="postgres", prepared=None):
-    """Staging -> star tables and the checks, in one transaction; return (before, after, seconds).
+    """Staging -> star tables and the checks, in one transaction; return (before, after,
+    changed, seconds): row counts, and [(table, label, rows)] of the steps that update or delete.
 
     prepared: from prepare_star_rows() (PostgreSQL): each scratch table is waited for just
     before the first step that reads it. Without it the scratch tables are made, and the
     checks run, here in this transaction (Redshift).
     """
     started = time.monotonic()
-    before = db.row_counts(conn, sql_queries.STAR_TABLES)
+    before = db.row_counts(conn, sql_queries.LOADED_TABLES)
     with conn.cursor() as cur:
         for q in sql_queries.transform_settings[engine]:
             cur.execute(q)
@@ -146,7 +149,7 @@ def insert_star_tables(conn, engine="postgres", prepared=None):
             for table in sql_queries.SCRATCH_TABLES:
                 for q in sql_queries.prepare_statements(table, engine):
                     cur.execute(q)
-        after = apply_steps(cur, before, prepared, first_load)
+        after, changed = apply_steps(cur, before, prepared, first_load)
     transform = time.monotonic() - started
     found = prepared["checks"].result() if prepared else run_checks(conn, engine)
     for name, bad in found:
@@ -159,7 +162,7 @@ def insert_star_tables(conn, engine="postgres", prepared=None):
     committed = time.monotonic()
     conn.commit()
     log.debug("commit: %.2f s", time.monotonic() - committed)
-    return before, after, {"star tables": transform, "checks": time.monotonic() - started - transform}
+    return before, after, changed, {"star tables": transform, "checks": time.monotonic() - started - transform}
 
 
 MOVES = {"insert": 1, "update": 0, "delete": -1}  # how a step's row count moves its table's
@@ -167,8 +170,9 @@ MOVES = {"insert": 1, "update": 0, "delete": -1}  # how a step's row count moves
 
 def apply_steps(cur, before, prepared, first_load):
     """sql_queries.apply_steps in order, each once the scratch table it reads is ready; a table
-    of first_load gets its keys back after its last step. Returns the star tables' row counts."""
-    after = dict(before)
+    of first_load gets its keys back after its last step. Returns the loaded tables' row counts,
+    and [(table, label, rows)] for each step that updates or deletes."""
+    after, changed = dict(before), []
     last_step = {s.table: i for i, s in enumerate(sql_queries.apply_steps)}
     for i, step in enumerate(sql_queries.apply_steps):
         if prepared and step.needs:
@@ -176,13 +180,15 @@ def apply_steps(cur, before, prepared, first_load):
         started = time.monotonic()
         cur.execute(step.sql)
         after[step.table] += MOVES[step.action] * cur.rowcount
+        if step.action != "insert":
+            changed.append((step.table, step.label, cur.rowcount))
         log.debug("%s %s: %d rows, %.2f s", step.action, step.table, cur.rowcount, time.monotonic() - started)
         if step.table in first_load and last_step[step.table] == i:
             started = time.monotonic()
             for q in sql_queries.add_keys(step.table):
                 cur.execute(q)
             log.debug("%s: keys built, %.2f s", step.table, time.monotonic() - started)
-    return after
+    return after, changed
 
 
 def take_over_empty_tables(cur, before):
@@ -231,6 +237,8 @@ def run_etl(cfg, max_errors=None, wait=True, s3=None):
             db.require_tables(conn)
             with db.etl_lock(conn, wait):
                 sources, s3 = listing.result()
+                result.before.update(db.row_counts(conn, ["load_errors"]))  # this run's: the difference
+                conn.commit()
                 result.record_staging(load_staging(cfg, conn, sources, result.run_id, s3))
                 check_set_aside(conn, result.staged, result.run_id, max_errors)
                 result.record_star(transform(cfg, conn))

@@ -234,6 +234,11 @@ STAGING_TABLES = tuple(t.name for t in REGISTRY if t.role == "staging")
 STAR_TABLES = tuple(t.name for t in REGISTRY if t.role == "star")
 CATALOGUE_TABLES = tuple(t.name for t in REGISTRY if t.role == "catalogue")
 LOADED_TABLES = STAR_TABLES + CATALOGUE_TABLES  # what a load writes, and a re-run leaves as it was
+# What the prepare statements read, on their own connections while the star transaction runs:
+# a first load must not lock these (TRUNCATE, dropping keys), or the two would wait on each other.
+PREPARE_READS = STAGING_TABLES + ("song_keys",)
+# A first load takes over the loaded tables that are empty (etl.take_over_empty_tables).
+TAKEN_OVER_WHEN_EMPTY = tuple(t for t in LOADED_TABLES if t not in PREPARE_READS)
 
 drop_table_queries = [f"DROP TABLE IF EXISTS {t}" for t in reversed(TABLES)]
 create_table_queries = {engine: [t.create(engine) for t in REGISTRY] for engine in DIALECT}

@@ -93,3 +93,17 @@ def test_every_script_has_help():
     for script in ("create_tables.py", "etl.py", "analytics.py"):
         out = run_script(script, "--help")
         assert out.returncode == 0 and "--config" in out.stdout and "--verbose" in out.stdout
+
+
+def test_a_view_on_a_table_stops_create_tables_with_one_line_naming_it(make_cfg, tmp_path):
+    cfg = make_cfg()
+    reset(cfg)
+    query(cfg, "CREATE VIEW daily AS SELECT start_time::date AS day, COUNT(*) FROM songplays GROUP BY 1; SELECT 1")
+    try:
+        out = run_script("create_tables.py", "--config", str(cfg.path))
+        assert out.returncode == 1
+        assert out.stderr.strip() == ("create_tables.py: error: cannot drop table songplays: view daily depends on "
+                                      "table songplays; drop it first, then run create_tables.py again; "
+                                      "nothing was changed")
+    finally:
+        query(cfg, "DROP VIEW IF EXISTS daily; SELECT 1")

@@ -179,7 +179,8 @@ def s3_client(cfg=None):
             kwargs["region_name"] = cfg.region
         if cfg.aws_key and cfg.aws_secret and not anonymous:
             kwargs.update(aws_access_key_id=cfg.aws_key, aws_secret_access_key=cfg.aws_secret)
-    if anonymous is None and "aws_access_key_id" not in kwargs and boto3.Session().get_credentials() is None:
+    session = boto3.session.Session()  # its own: credentials looked up now, not cached by another client
+    if anonymous is None and "aws_access_key_id" not in kwargs and session.get_credentials() is None:
         log.info("no AWS credentials found: reading S3 anonymously, as a public bucket allows "
                  "([AWS] ANONYMOUS = false requires credentials)")
         anonymous = True
@@ -187,7 +188,7 @@ def s3_client(cfg=None):
         log.info("reading S3 anonymously ([AWS] ANONYMOUS = true)")
     if anonymous:
         config = config.merge(BotoConfig(signature_version=UNSIGNED))
-    return boto3.client("s3", config=config, **kwargs)
+    return session.client("s3", config=config, **kwargs)
 
 
 def is_anonymous(s3):

@@ -30,7 +30,7 @@ KNOWN_KEYS = {
     "CLUSTER": ("host", "engine", "db_name", "db_user", "db_password", "db_port", "allowed_cidr"),
     "IAM_ROLE": ("arn",),
     "S3": ("log_data", "log_jsonpath", "song_data", "region"),
-    "AWS": ("key", "secret", "region"),
+    "AWS": ("key", "secret", "region", "anonymous"),
     "DWH": ("dwh_cluster_type", "dwh_num_nodes", "dwh_node_type", "dwh_base_rpu", "dwh_max_rpu_hours",
             "dwh_iam_role_name", "dwh_cluster_identifier", "dwh_db", "dwh_db_user", "dwh_db_password",
             "dwh_port", "dwh_publicly_accessible", "dwh_security_group_id"),
@@ -42,7 +42,9 @@ KNOWN_KEYS = {
 GROUPS = ("warehouse", "sources", "aws")
 
 # Shapes of the values that end up inside Redshift SQL or IAM policies.
-S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[A-Za-z0-9!\-_.*()/=+,@ ]*)?$")
+# A bucket name, then an object key: any UTF-8 text but control characters, and a quote or
+# backslash (S3 allows them; they are kept out of the SQL literals of Redshift's COPY).
+S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\x00-\x1f\x7f'\\]*)?$")
 ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[A-Za-z0-9+=,.@_\-/]{1,512}$")
 REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 
@@ -85,6 +87,7 @@ class Config:
     data_region: str = ""             # [S3] REGION: where the data is (COPY's REGION)
     aws_key: str = field(default="", repr=False)
     aws_secret: str = field(default="", repr=False)
+    anonymous: bool | None = None     # [AWS] ANONYMOUS: unsigned S3 requests; None: when no credentials
     max_errors: int = 0
     workers: int = 0                  # 0: two per CPU core
     cluster: Cluster = Cluster()
@@ -282,6 +285,7 @@ def build_config(sections, path, environ):
                                                           "a region name like us-west-2", path), ""),
         aws_key=get("AWS", "key"),
         aws_secret=get("AWS", "secret"),
+        anonymous=checked("sources", lambda: get_bool(get, "AWS", "anonymous", None), None),
         max_errors=checked("sources", lambda: get_int(get, "ETL", "max_errors", 0, 0, 10**9), 0),
         workers=checked("sources", lambda: get_int(get, "ETL", "workers", 0, 0, 64), 0),
         cluster=checked("aws", lambda: build_cluster(get, path), defaults.cluster),

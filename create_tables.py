@@ -3,9 +3,12 @@ import contextlib
 import logging
 import sys
 
+import psycopg2.errors
+
 import db
 import sql_queries
 from cli import main_entry
+from errors import UserError
 
 log = logging.getLogger("sparkify")
 
@@ -16,7 +19,14 @@ def drop_tables(conn):
     existing = [t for t in sql_queries.TABLES if t not in missing]
     with conn.cursor() as cur:
         for q in sql_queries.drop_table_queries:
-            cur.execute(q)
+            try:
+                cur.execute(q)
+            except psycopg2.errors.DependentObjectsStillExist as e:
+                conn.rollback()  # nothing dropped; the session usable again
+                detail = (e.diag.message_detail or "").splitlines() or [e.diag.message_primary]
+                raise UserError(f"cannot drop table {q.split()[-1]}: {detail[0]}"
+                                + (f" (and {len(detail) - 1} more)" if len(detail) > 1 else "")
+                                + "; drop it first, then run create_tables.py again; nothing was changed")
     return existing
 
 

@@ -32,8 +32,9 @@ log = logging.getLogger("sparkify")
 class EtlResult:
     run_id: str
     staged: list = field(default_factory=list)      # [staging.StagingResult]
-    before: dict = field(default_factory=dict)      # star table -> rows before the run
+    before: dict = field(default_factory=dict)      # loaded table, load_errors -> rows before the run
     after: dict = field(default_factory=dict)       # every table -> rows after the run
+    changed: list = field(default_factory=list)     # [(table, action, label, rows)]: update, delete steps
     steps: dict = field(default_factory=dict)       # step -> seconds
 
     def record_staging(self, staged):
@@ -42,7 +43,8 @@ class EtlResult:
         self.after.update({staging.SOURCES[r.source][1]: r.loaded for r in staged})  # emptied, then loaded
 
     def record_star(self, star):
-        self.before, after, seconds = star
+        before, after, self.changed, seconds = star
+        self.before.update(before)
         self.after.update(after)
         self.steps.update(seconds)
 
@@ -52,7 +54,8 @@ def new_run_id():
 
 
 def find_sources(cfg, s3=None):
-    """Every source file, listed before anything changes: a missing or empty source stops here."""
+    """Every source file, listed and checked readable before anything changes: a missing or
+    empty source stops here. Returns ({source: staging.Found}, the S3 client if any)."""
     if any(loc.startswith("s3://") for loc in (cfg.song_data, cfg.log_data)) and s3 is None:
         s3 = staging.s3_client(cfg)
     return {source: staging.discover(getattr(cfg, source), f"[S3] {source.upper()}", s3)
@@ -65,14 +68,19 @@ def load_staging(cfg, conn, sources, run_id, s3=None):
         for q in sql_queries.clear_staging["postgres"]:
             cur.execute(q)
     conn.commit()
-    for source, files in sources.items():
-        log.info("staging %s: %d files", staging.SOURCES[source][0], len(files))
+    for source, found in sources.items():
+        log.info("staging %s: %s", staging.SOURCES[source][0], staging.plural(len(found.files), "file"))
     # Both sources at once: song files are many and small (waiting on the file system),
     # log files few and large (waiting on the database); together they keep every core busy.
     with ThreadPoolExecutor(len(sources), thread_name_prefix="source") as pool:
-        futures = [pool.submit(staging.load_source, cfg, source, files, run_id, s3)
-                   for source, files in sources.items()]
+        futures = [pool.submit(staging.load_source, cfg, source, found.files, run_id, s3)
+                   for source, found in sources.items()]
         results = [f.result() for f in futures]
+    for r in results:
+        r.skipped = len(sources[r.source].skipped)
+        if r.empty:
+            log.warning("warning: %s: every file is empty; nothing was loaded from %s",
+                        staging.SOURCES[r.source][0], getattr(cfg, r.source))
     with conn.cursor() as cur:
         # The transform's plans need row counts and rough distinct counts: a small sample will do.
         cur.execute("SET LOCAL default_statistics_target = 10")
@@ -130,14 +138,16 @@ def prepare_star_rows(cfg, pool):
 
 
 def insert_star_tables(conn, engine="postgres", prepared=None):
-    """Staging -> star tables and the checks, in one transaction; return (before, after, seconds).
+    """Staging -> star tables and the checks, in one transaction; return (before, after,
+    changed, seconds): row counts, and [(table, action, label, rows)] of the steps that update
+    or delete.
 
     prepared: from prepare_star_rows() (PostgreSQL): each scratch table is waited for just
     before the first step that reads it. Without it the scratch tables are made, and the
     checks run, here in this transaction (Redshift).
     """
     started = time.monotonic()
-    before = db.row_counts(conn, sql_queries.STAR_TABLES)
+    before = db.row_counts(conn, sql_queries.LOADED_TABLES)
     with conn.cursor() as cur:
         for q in sql_queries.transform_settings[engine]:
             cur.execute(q)
@@ -146,7 +156,7 @@ def insert_star_tables(conn, engine="postgres", prepared=None):
             for table in sql_queries.SCRATCH_TABLES:
                 for q in sql_queries.prepare_statements(table, engine):
                     cur.execute(q)
-        after = apply_steps(cur, before, prepared, first_load)
+        after, changed = apply_steps(cur, before, prepared, first_load)
     transform = time.monotonic() - started
     found = prepared["checks"].result() if prepared else run_checks(conn, engine)
     for name, bad in found:
@@ -159,7 +169,7 @@ def insert_star_tables(conn, engine="postgres", prepared=None):
     committed = time.monotonic()
     conn.commit()
     log.debug("commit: %.2f s", time.monotonic() - committed)
-    return before, after, {"star tables": transform, "checks": time.monotonic() - started - transform}
+    return before, after, changed, {"star tables": transform, "checks": time.monotonic() - started - transform}
 
 
 MOVES = {"insert": 1, "update": 0, "delete": -1}  # how a step's row count moves its table's
@@ -167,8 +177,9 @@ MOVES = {"insert": 1, "update": 0, "delete": -1}  # how a step's row count moves
 
 def apply_steps(cur, before, prepared, first_load):
     """sql_queries.apply_steps in order, each once the scratch table it reads is ready; a table
-    of first_load gets its keys back after its last step. Returns the star tables' row counts."""
-    after = dict(before)
+    of first_load gets its keys back after its last step. Returns the loaded tables' row counts,
+    and [(table, action, label, rows)] for each step that updates or deletes."""
+    after, changed = dict(before), []
     last_step = {s.table: i for i, s in enumerate(sql_queries.apply_steps)}
     for i, step in enumerate(sql_queries.apply_steps):
         if prepared and step.needs:
@@ -176,6 +187,8 @@ def apply_steps(cur, before, prepared, first_load):
         started = time.monotonic()
         cur.execute(step.sql)
         after[step.table] += MOVES[step.action] * cur.rowcount
+        if step.action != "insert":
+            changed.append((step.table, step.action, step.label, cur.rowcount))
         log.debug("%s %s: %d rows, %.2f s", step.action, step.table, cur.rowcount, time.monotonic() - started)
         if step.table in first_load and last_step[step.table] == i:
             started = time.monotonic()
@@ -183,16 +196,17 @@ def apply_steps(cur, before, prepared, first_load):
                 for q in sql_queries.add_keys(step.table):
                     cur.execute(q)
             log.debug("%s: keys built, %.2f s", step.table, time.monotonic() - started)
-    return after
+    return after, changed
 
 
 def take_over_empty_tables(cur, before):
-    """A first load: the star tables that are empty are truncated inside the transaction and
+    """A first load: the loaded tables that are empty (but for those the prepare statements
+    read, sql_queries.TAKEN_OVER_WHEN_EMPTY) are truncated inside the transaction and
     their keys dropped, to be built once after their rows are in (apply_steps); returns those
     tables. With the embedded server's wal_level = minimal, rows added to a table truncated in
     the same transaction skip the write-ahead log (the table is synced once, at commit), and
     one index build costs less than a million index inserts."""
-    empty = [t for t in sql_queries.STAR_TABLES if before[t] == 0]
+    empty = [t for t in sql_queries.TAKEN_OVER_WHEN_EMPTY if before[t] == 0]
     if empty:
         with db.only_when(cur, "first load"):
             cur.execute("TRUNCATE " + ", ".join(empty))
@@ -233,6 +247,8 @@ def run_etl(cfg, max_errors=None, wait=True, s3=None):
             db.require_tables(conn)
             with db.etl_lock(conn, wait):
                 sources, s3 = listing.result()
+                result.before.update(db.row_counts(conn, ["load_errors"]))  # this run's: the difference
+                conn.commit()
                 result.record_staging(load_staging(cfg, conn, sources, result.run_id, s3))
                 check_set_aside(conn, result.staged, result.run_id, max_errors)
                 result.record_star(transform(cfg, conn))
@@ -340,25 +356,41 @@ def run_redshift(cfg, conn, max_errors=None):
 
 
 def summary(result):
-    """The run as two aligned tables: steps with seconds, tables with rows."""
-    out = [f"run {result.run_id}", "", f"{'step':<16}{'seconds':>9}  notes"]
-    notes = {f"staging {staging.SOURCES[r.source][0]}":
-             f"{r.files} files, {r.loaded:,} records loaded, {r.rejected:,} set aside"
-             for r in result.staged}
-    for step, seconds in result.steps.items():
-        out.append(f"{step:<16}{seconds:>9.2f}  {notes.get(step, '')}".rstrip())
-    out += ["", f"{'table':<16}{'rows':>10}{'added':>10}"]
-    for table in sql_queries.TABLES:
-        if table in result.after:
-            added = (f"{result.after[table] - result.before[table]:+,}"
-                     if table in result.before else "")
-            out.append(f"{table:<16}{result.after[table]:>10,}{added:>10}")
-    return "\n".join(out)
+    """The run as two tables, steps with seconds and tables with rows, each column as wide as
+    its widest value."""
+    plural = staging.plural
+    notes = {}
+    for r in result.staged:
+        note = (f"{plural(r.files, 'file')}, {plural(r.loaded, 'record')} loaded, {r.rejected:,} set aside"
+                + (f", {r.skipped:,} skipped (-v lists them)" if r.skipped else "")
+                + ("; warning: every file is empty" if r.empty else ""))
+        notes[f"staging {staging.SOURCES[r.source][0]}"] = note
+    steps = [[step, f"{seconds:.2f}", notes.get(step, "")] for step, seconds in result.steps.items()]
+    changed = {}
+    for table, action, label, rows in result.changed:
+        changed.setdefault(table, []).append(f"{label} {'-' if action == 'delete' else '+'}{rows:,}")
+    tables = [[t, f"{result.after[t]:,}",
+               f"{result.after[t] - result.before[t]:+,}" if t in result.before else "",
+               ", ".join(changed.get(t, []))]
+              for t in sql_queries.TABLES if t in result.after]
+    return "\n".join([f"run {result.run_id}", ""] + columns(["step", "seconds", "notes"], steps, "<><")
+                     + [""] + columns(["table", "rows", "added", "notes"], tables, "<>><"))
+
+
+def columns(header, rows, align):
+    """Lines of a table: columns two spaces apart, each as wide as its widest cell."""
+    widths = [max(len(str(cell)) for cell in col) for col in zip(header, *rows)]
+    return [("  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(row, align, widths))).rstrip()
+            for row in [header] + rows]
 
 
 def as_json(result):
+    """The summary's facts as JSON."""
     return json.dumps({"run_id": result.run_id, "steps": result.steps, "before": result.before,
-                       "after": result.after, "staged": [dataclasses.asdict(r) for r in result.staged]})
+                       "after": result.after,
+                       "changed": [{"table": t, "action": action, "counted_as": label, "rows": rows}
+                                   for t, action, label, rows in result.changed],
+                       "staged": [dict(dataclasses.asdict(r), empty=r.empty) for r in result.staged]})
 
 
 def main(cfg, args):

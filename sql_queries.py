@@ -1,14 +1,15 @@
 """Every SQL statement of the warehouse, for both engines.
 
 Read top to bottom it is the schema: the staging tables (the raw fields), the star
-(songplays fact; users, songs, artists, time dimensions) and load_errors, each a Table in
+(songplays fact; users, songs, artists, time dimensions), the catalogue's match keys
+(song_keys, unmatched_plays) and load_errors, each a Table in
 REGISTRY with its columns, keys and Redshift layout; how staging is filled (PostgreSQL: files
 read by the server, or streamed COPY FROM STDIN, and a set-based cast; Redshift: COPY from S3);
 and the transform, one text for both engines: prepare_queries (the heavy SELECTs, into scratch
 tables) and apply_steps (each a Step: the table it writes, how, and what it reads), then the
 check_queries.
 
-The scripts use: TABLES / STAR_TABLES / STAGING_TABLES (from REGISTRY), create_table_queries
+The scripts use: TABLES / STAR_TABLES / CATALOGUE_TABLES / STAGING_TABLES (from REGISTRY), create_table_queries
 [engine], drop_table_queries, prepare_statements(), apply_steps, transform_queries(engine) (all
 of it for one session, as on Redshift), check_queries, and for Redshift copy_table_queries(cfg),
 load_lock and the load-error statements.
@@ -114,7 +115,7 @@ class Key:
 @dataclass(frozen=True)
 class Table:
     name: str
-    role: str           # staging (refilled every run) | star | bookkeeping
+    role: str           # staging (refilled every run) | star | catalogue (the match keys) | bookkeeping
     columns: str        # column definitions; {identity} is the engine's identity column
     keys: tuple = ()
     layout: str = ""    # DIALECT key of the Redshift distribution and sort clause
@@ -190,6 +191,33 @@ year       INTEGER NOT NULL,
 weekday    INTEGER NOT NULL""",
     keys=(Key("time_pkey", "PRIMARY KEY (start_time)"),), layout="by_time")
 
+# The catalogue's match keys, kept across loads: a play is matched by the song file's own title,
+# artist name and duration, which songs and artists do not keep (artists holds one name per
+# artist). One row per key, from every song file loaded: the smallest song_id (then artist_id)
+# among the files of the load that first brought the key; a later load never changes a key's
+# ids, so a matched play always agrees with the catalogue.
+song_keys = Table("song_keys", "catalogue", """
+title       VARCHAR(512) NOT NULL,
+artist_name VARCHAR(512) NOT NULL,
+duration    DOUBLE PRECISION NOT NULL,
+song_id     VARCHAR(64) NOT NULL,
+artist_id   VARCHAR(64) NOT NULL""",
+    keys=(Key("song_keys_pkey", "PRIMARY KEY (title, artist_name, duration)"),), layout="all")
+
+# The plays still waiting for their song: each unmatched play's match key, found again by the
+# load that brings the song (its key leads the primary key, so that lookup is an index scan);
+# the play is in songplays, identified by its event key. A play leaves when it is matched.
+unmatched_plays = Table("unmatched_plays", "catalogue", """
+song            VARCHAR(512) NOT NULL,
+artist          VARCHAR(512) NOT NULL,
+length          DOUBLE PRECISION NOT NULL,
+session_id      INTEGER NOT NULL,
+item_in_session INTEGER NOT NULL,
+start_time      TIMESTAMP NOT NULL""",
+    keys=(Key("unmatched_plays_pkey",
+              "PRIMARY KEY (song, artist, length, session_id, item_in_session, start_time)"),),
+    layout="by_time")
+
 # load_errors: every record set aside by a load, so none is lost (PostgreSQL engine; Redshift
 # keeps its own in stl_load_errors).
 load_errors = Table("load_errors", "bookkeeping", """
@@ -205,12 +233,19 @@ raw     VARCHAR(2048)""", layout="all")
 REGISTRY = (
     Table("staging_events", "staging", staging_columns(EVENT_FIELDS)),
     Table("staging_songs", "staging", staging_columns(SONG_FIELDS)),
-    songplays, users, songs, artists, time_table, load_errors,
+    songplays, users, songs, artists, time_table, song_keys, unmatched_plays, load_errors,
 )
 TABLE = {t.name: t for t in REGISTRY}
 TABLES = tuple(t.name for t in REGISTRY)
 STAGING_TABLES = tuple(t.name for t in REGISTRY if t.role == "staging")
 STAR_TABLES = tuple(t.name for t in REGISTRY if t.role == "star")
+CATALOGUE_TABLES = tuple(t.name for t in REGISTRY if t.role == "catalogue")
+LOADED_TABLES = STAR_TABLES + CATALOGUE_TABLES  # what a load writes, and a re-run leaves as it was
+# What the prepare statements read, on their own connections while the star transaction runs:
+# a first load must not lock these (TRUNCATE, dropping keys), or the two would wait on each other.
+PREPARE_READS = STAGING_TABLES + ("song_keys",)
+# A first load takes over the loaded tables that are empty (etl.take_over_empty_tables).
+TAKEN_OVER_WHEN_EMPTY = tuple(t for t in LOADED_TABLES if t not in PREPARE_READS)
 
 drop_table_queries = [f"DROP TABLE IF EXISTS {t}" for t in reversed(TABLES)]
 create_table_queries = {engine: [t.create(engine) for t in REGISTRY] for engine in DIALECT}
@@ -442,22 +477,40 @@ staging_settings = ["SET temp_buffers = '256MB'", "SET work_mem = '128MB'", "SET
 # from staging and the scratch tables, in one transaction, each insert skipping rows already
 # there, then the scratch tables are dropped.
 
+# This batch's catalogue keys that song_keys lacks: per (title, artist name, duration) the
+# smallest song_id (then artist_id). A song file without all three can never match a play.
+new_song_keys = """
+SELECT title, artist_name, duration, song_id, artist_id
+FROM (SELECT title, artist_name, duration, song_id, artist_id,
+             ROW_NUMBER() OVER (PARTITION BY title, artist_name, duration
+                                ORDER BY song_id, artist_id) AS rn
+      FROM staging_songs
+      WHERE title IS NOT NULL AND artist_name IS NOT NULL AND duration IS NOT NULL) s
+WHERE rn = 1
+  AND NOT EXISTS (SELECT 1 FROM song_keys k
+                  WHERE k.title = s.title AND k.artist_name = s.artist_name AND k.duration = s.duration)"""
+
 # Each NextSong event of the batch once: an event repeated in the input (same session_id,
-# item_in_session, ts) keeps its smallest user_id, song, artist, level. Its song is the catalogue
-# entry with the event's title, artist name and duration (the smallest song_id if several);
-# none: NULLs, and the play is kept. Rows come out in event-key order (the unique index appends).
+# item_in_session, ts) keeps its smallest user_id, song, artist, level. Its song is the
+# catalogue's entry for the event's title, artist name and duration: the whole catalogue as it
+# will be once this batch is applied (song_keys as committed, plus the batch's new keys), so
+# the plays can be prepared before the star transaction and still match this batch's songs.
+# None: NULLs, and the play is kept, with its key (song, artist, length) to match it later.
+# Rows come out in event-key order (the unique index appends).
 new_plays_select = """
 SELECT e.start_time, e.user_id, e.level, m.song_id, m.artist_id, e.session_id,
-       e.item_in_session, e.location, e.user_agent
+       e.item_in_session, e.location, e.user_agent,
+       CASE WHEN m.song_id IS NULL THEN e.song END AS song,
+       CASE WHEN m.song_id IS NULL THEN e.artist END AS artist,
+       CASE WHEN m.song_id IS NULL THEN e.length END AS length
 FROM (SELECT {event_time} AS start_time, user_id, level, song, artist, length, session_id,
              item_in_session, location, user_agent,
              ROW_NUMBER() OVER (PARTITION BY session_id, item_in_session, ts
                                 ORDER BY user_id, song, artist, level) AS rn
       FROM staging_events WHERE page = 'NextSong') e
-LEFT JOIN (SELECT title, artist_name, duration, song_id, artist_id,
-                  ROW_NUMBER() OVER (PARTITION BY title, artist_name, duration ORDER BY song_id) AS rn
-           FROM staging_songs) m
-       ON m.rn = 1 AND m.title = e.song AND m.artist_name = e.artist AND m.duration = e.length
+LEFT JOIN (SELECT title, artist_name, duration, song_id, artist_id FROM song_keys
+           UNION ALL""" + new_song_keys + """) m
+       ON m.title = e.song AND m.artist_name = e.artist AND m.duration = e.length
 WHERE e.rn = 1"""
 
 # The batch's distinct play times (a play's time is its event's ts), broken down; weekday
@@ -555,22 +608,68 @@ SELECT user_id, first_name, last_name, gender, level, last_seen_at FROM latest_u
 WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = l.user_id)"""
 
 
+# The catalogue, steps before the plays are applied. Plays loaded before their song: matched
+# now against only the keys new in this batch (so the cost follows the batch), then no longer
+# waiting; then the new keys join the catalogue. A re-run brings no new key: nothing changes.
+songplay_rematch = """
+UPDATE songplays SET song_id = k.song_id, artist_id = k.artist_id
+FROM unmatched_plays u, (""" + new_song_keys + """) k
+WHERE k.title = u.song AND k.artist_name = u.artist AND k.duration = u.length
+  AND songplays.session_id = u.session_id AND songplays.item_in_session = u.item_in_session
+  AND songplays.start_time = u.start_time"""
+
+unmatched_matched_delete = """
+DELETE FROM unmatched_plays USING (""" + new_song_keys + """) k
+WHERE k.title = unmatched_plays.song AND k.artist_name = unmatched_plays.artist
+  AND k.duration = unmatched_plays.length"""
+
+song_keys_insert = "INSERT INTO song_keys (title, artist_name, duration, song_id, artist_id)" + new_song_keys
+
+# The batch's unmatched plays that songplays does not hold yet (the ones its insert adds), with
+# their key; before that insert, which they would otherwise find already there. (Not already
+# waiting either: after a user's TRUNCATE songplays a play comes back, and still waits.)
+unmatched_insert = """
+INSERT INTO unmatched_plays (song, artist, length, session_id, item_in_session, start_time)
+SELECT song, artist, length, session_id, item_in_session, start_time
+FROM new_plays n
+WHERE song_id IS NULL AND song IS NOT NULL AND artist IS NOT NULL AND length IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM songplays p
+                  WHERE p.session_id = n.session_id AND p.item_in_session = n.item_in_session
+                    AND p.start_time = n.start_time)
+  AND NOT EXISTS (SELECT 1 FROM unmatched_plays u
+                  WHERE u.song = n.song AND u.artist = n.artist AND u.length = n.length
+                    AND u.session_id = n.session_id AND u.item_in_session = n.item_in_session
+                    AND u.start_time = n.start_time)"""
+
+
 @dataclass(frozen=True)
 class Step:
     """One statement of the star transaction: the table it writes, how (insert, update or
-    delete: what its row count means), and the prepared table it reads, waited for first."""
+    delete: what its row count means), the prepared table it reads, waited for first, and
+    what the summary calls its row count (default: the action's past tense)."""
     table: str
     action: str
     sql: str
     needs: str | None = None
+    counted_as: str | None = None
+
+    @property
+    def label(self):
+        return self.counted_as or {"insert": "added", "update": "updated", "delete": "deleted"}[self.action]
 
 
-# In order. The plays take longest to prepare: time is applied first (its rows are ready
-# sooner), and users last (their rows are prepared while the plays are inserted).
+# In order. The plays take longest to prepare: songs, artists and time are applied first (their
+# rows are ready sooner), then the catalogue: plays waiting for a song of this batch are
+# matched before the batch's keys join song_keys (which is how those keys are told apart);
+# then the plays, and users last (their rows are prepared while the plays are inserted).
 apply_steps = (
     Step("songs", "insert", song_table_insert),
     Step("artists", "insert", artist_table_insert),
     Step("time", "insert", time_table_insert, needs="new_times"),
+    Step("songplays", "update", songplay_rematch, counted_as="matched"),
+    Step("unmatched_plays", "delete", unmatched_matched_delete, counted_as="matched"),
+    Step("song_keys", "insert", song_keys_insert),
+    Step("unmatched_plays", "insert", unmatched_insert, needs="new_plays"),
     Step("songplays", "insert", songplay_table_insert, needs="new_plays"),
     Step("users", "update", user_table_update, needs="latest_users"),
     Step("users", "insert", user_table_insert, needs="latest_users"),
@@ -607,6 +706,7 @@ _duplicate_checks = [
     ("duplicate songs", _duplicates("songs", "song_id")),
     ("duplicate artists", _duplicates("artists", "artist_id")),
     ("duplicate times", _duplicates("time", "start_time")),
+    ("duplicate catalogue keys", _duplicates("song_keys", "title, artist_name, duration")),
     ("duplicate plays", _duplicates("songplays", "session_id, item_in_session, start_time")),
 ]
 _batch_checks = [

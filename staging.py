@@ -13,9 +13,11 @@ line and reason; invalid UTF-8 and NUL bytes are caught here (PostgreSQL text ca
 hold them), everything else by the database. A chunk with any such record takes the
 COPY path, which finds them.
 """
+import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait, FIRST_EXCEPTION
@@ -55,36 +57,98 @@ class StagingResult:
     loaded: int = 0
     rejected: int = 0
     seconds: float = 0.0
+    skipped: int = 0      # paths discovery passed over (staging.Found.skipped)
+
+    @property
+    def empty(self):
+        """Files, but not one record in them, good or bad."""
+        return self.files > 0 and self.loaded == 0 and self.rejected == 0
 
 
 # --- Finding source files ------------------------------------------------------------------
+@dataclass
+class Found:
+    """A source's files, and every path discovery passed over: hidden files and folders, files
+    not named *.json (any case), a folder or file reached a second time through a link."""
+    files: list
+    skipped: list
+
+
 def is_hidden(relative_parts):
     return any(part.startswith(".") for part in relative_parts)
 
 
+def is_json(name):
+    return name.lower().endswith(".json")
+
+
 def discover(location, what, s3=None):
-    """Every *.json file under location (recursively), skipping hidden files and folders."""
-    files = (discover_s3(location, what, s3 or s3_client()) if location.startswith("s3://")
+    """Every *.json file under location (recursively, following links), skipping hidden files
+    and folders; each local file is checked readable here, before anything changes."""
+    found = (discover_s3(location, what, s3 or s3_client()) if location.startswith("s3://")
              else discover_local(location, what))
-    if not files:
-        raise UserError(f"{what}: no .json files under {location}")
-    return files
+    if not found.files:
+        skipped = f" ({plural(len(found.skipped), 'other entry', 'other entries')} skipped)" if found.skipped else ""
+        raise UserError(f"{what}: no .json files under {location}{skipped}")
+    for path in found.skipped:
+        log.debug("%s: skipped %s", what, path)
+    return found
+
+
+def plural(n, word, words=None):
+    return f"{n:,} {word if n == 1 else words or word + 's'}"
 
 
 def discover_local(location, what):
     root = Path(location)
     if root.is_file():
-        return [SourceFile(str(root), root.stat().st_size)]
+        return Found([local_file(str(root), what, set())], [])
     if not root.is_dir():
+        if root.is_symlink():
+            raise UserError(f"{what}: broken symbolic link: {location} -> {os.readlink(root)}")
         raise UserError(f"{what}: no such file or directory: {location}")
-    found = []
-    for folder, dirs, names in os.walk(root, onerror=_raise_walk_error):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    files, skipped, seen_files, seen_dirs = [], [], set(), {_identity(root)}
+    for folder, dirs, names in os.walk(root, onerror=_raise_walk_error, followlinks=True):
+        kept = []
+        for name in sorted(dirs):
+            path = os.path.join(folder, name)
+            identity = None if name.startswith(".") else _identity(path)
+            if identity is None or identity in seen_dirs:  # hidden; or a link back up (a cycle) or across
+                skipped.append(path + os.sep)
+            else:
+                seen_dirs.add(identity)
+                kept.append(name)
+        dirs[:] = kept
         for name in sorted(names):
-            if name.endswith(".json") and not name.startswith("."):
-                path = os.path.join(folder, name)
-                found.append(SourceFile(path, os.path.getsize(path)))
-    return found
+            path = os.path.join(folder, name)
+            if name.startswith(".") or not is_json(name):
+                skipped.append(path)
+                continue
+            f = local_file(path, what, seen_files)
+            (files if f else skipped).append(f or path)
+    return Found(files, skipped)
+
+
+def _identity(path):
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def local_file(path, what, seen):
+    """A SourceFile for a local file, checked readable; None if seen before (through a link)."""
+    try:
+        st = os.stat(path)
+        if (st.st_dev, st.st_ino) in seen:
+            return None
+        seen.add((st.st_dev, st.st_ino))
+        os.close(os.open(path, os.O_RDONLY))
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise UserError(f"{what}: broken symbolic link: {path} -> {os.readlink(path)}")
+        raise UserError(f"{what}: {path} disappeared while the folder was read")
+    except OSError as e:
+        raise UserError(f"{what}: cannot read {path}: {e.strerror}")
+    return SourceFile(path, st.st_size)
 
 
 def _raise_walk_error(e):
@@ -96,37 +160,82 @@ def split_s3(uri):
     return bucket, prefix
 
 
+HOW_TO_GIVE_CREDENTIALS = ("set [AWS] KEY and SECRET in the configuration file, or AWS_ACCESS_KEY_ID and "
+                           "AWS_SECRET_ACCESS_KEY in the environment, or an AWS profile (aws configure)")
+
+
 def s3_client(cfg=None):
+    """An S3 client: the configured key, else boto3's usual chain (environment, profile, role);
+    unsigned (anonymous, for a public bucket) when [AWS] ANONYMOUS = true, or when it is not
+    set and no credentials are found."""
     import boto3
+    from botocore import UNSIGNED
     from botocore.config import Config as BotoConfig
-    kwargs = {"config": BotoConfig(max_pool_connections=32, retries={"max_attempts": 5})}
+    config = BotoConfig(max_pool_connections=32, retries={"max_attempts": 5})
+    kwargs = {}
+    anonymous = cfg.anonymous if cfg is not None else None
     if cfg is not None:
         if cfg.region:
             kwargs["region_name"] = cfg.region
-        if cfg.aws_key and cfg.aws_secret:
+        if cfg.aws_key and cfg.aws_secret and not anonymous:
             kwargs.update(aws_access_key_id=cfg.aws_key, aws_secret_access_key=cfg.aws_secret)
-    return boto3.client("s3", **kwargs)
+    session = boto3.session.Session()  # its own: credentials looked up now, not cached by another client
+    if anonymous is None and "aws_access_key_id" not in kwargs and session.get_credentials() is None:
+        log.info("no AWS credentials found: reading S3 anonymously, as a public bucket allows "
+                 "([AWS] ANONYMOUS = false requires credentials)")
+        anonymous = True
+    elif anonymous:
+        log.info("reading S3 anonymously ([AWS] ANONYMOUS = true)")
+    if anonymous:
+        config = config.merge(BotoConfig(signature_version=UNSIGNED))
+    return session.client("s3", config=config, **kwargs)
+
+
+def is_anonymous(s3):
+    from botocore import UNSIGNED
+    return s3.meta.config.signature_version is UNSIGNED
 
 
 def discover_s3(uri, what, s3):
-    from botocore.exceptions import BotoCoreError, ClientError
+    """The objects under uri as a folder: s3://b/log_data is s3://b/log_data/, never
+    s3://b/log_data_old/ (an exact object key is that one file)."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
     bucket, prefix = split_s3(uri)
-    found = []
+    folder = prefix if prefix in ("",) or prefix.endswith("/") else prefix + "/"
+    files, skipped = [], []
     try:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                key = obj["Key"]
-                relative = key[len(prefix):].lstrip("/").split("/")
-                if key.endswith(".json") and not is_hidden(relative):
-                    found.append(SourceFile(f"s3://{bucket}/{key}", obj["Size"]))
+        for obj in list_objects(s3, bucket, folder):
+            key = obj["Key"]
+            if key.endswith("/"):
+                continue  # a folder marker, as the console makes
+            path = f"s3://{bucket}/{key}"
+            if is_hidden(key[len(folder):].split("/")) or not is_json(key):
+                skipped.append(path)
+            else:
+                files.append(SourceFile(path, obj["Size"]))
+        if not files and folder != prefix:
+            files = [SourceFile(f"s3://{bucket}/{o['Key']}", o["Size"])
+                     for o in list_objects(s3, bucket, prefix, max_keys=1) if o["Key"] == prefix]
+    except NoCredentialsError:
+        raise UserError(f"{what}: cannot list {uri}: no AWS credentials found; {HOW_TO_GIVE_CREDENTIALS}, "
+                        "or [AWS] ANONYMOUS = true for a public bucket")
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "")
         reason = {"NoSuchBucket": "no such bucket", "AccessDenied": "access denied",
                   "403": "access denied"}.get(code, code or str(e))
+        if reason == "access denied" and is_anonymous(s3):
+            reason = f"access denied to an anonymous request (the bucket is not public); {HOW_TO_GIVE_CREDENTIALS}"
         raise UserError(f"{what}: cannot list {uri}: {reason}")
     except BotoCoreError as e:
         raise UserError(f"{what}: cannot list {uri}: {e}")
-    return sorted(found, key=lambda f: f.path)
+    return Found(sorted(files, key=lambda f: f.path), skipped)
+
+
+def list_objects(s3, bucket, prefix, max_keys=None):
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, **({"PaginationConfig": {"MaxItems": max_keys}} if max_keys else {}))
+    for page in pages:
+        yield from page.get("Contents", [])
 
 
 def open_source(f, s3):
@@ -163,6 +272,32 @@ def text_problem(data):
     return None
 
 
+_SPACE = re.compile(r"[ \t\r\n]*")
+
+
+def json_records(data):
+    """[(first line, bytes)] of each JSON value in a song file: one (the usual file), or
+    several, one a line or concatenated, as Redshift's COPY reads them. Only the boundaries
+    are found here; from the first text that does not parse, the rest of the file is one
+    record, which the database sets aside with its reason."""
+    text = data.decode("utf-8")
+    decoder, records, at, line = json.JSONDecoder(), [], 0, 1
+    while True:
+        start = _SPACE.match(text, at).end()
+        if start == len(text):
+            break
+        line += text.count("\n", at, start)
+        try:
+            _, at = decoder.raw_decode(text, start)
+        except (ValueError, RecursionError):
+            at = len(text)
+        records.append((line, text[start:at]))
+        line += text.count("\n", start, at)
+    if len(records) == 1:
+        return [(records[0][0], data.strip())]
+    return [(n, record.encode()) for n, record in records]
+
+
 def read_whole(body, path):
     """All of a song file, in pieces of 64 KiB (a single read(MAX_RECORD) would reserve that much)."""
     parts, size = [], 0
@@ -170,7 +305,7 @@ def read_whole(body, path):
         parts.append(piece)
         size += len(piece)
         if size > MAX_RECORD:
-            raise UserError(f"{path}: larger than {MAX_RECORD >> 20} MiB; a song file holds one record")
+            raise UserError(f"{path}: larger than {MAX_RECORD >> 20} MiB")
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
@@ -216,6 +351,8 @@ class RowStream:
             self.progress.file_done()
 
     def _whole_file(self, file_id, path, body):
+        """A song file's records, each a row numbered by the line it starts on (the rows in
+        between are empty, so a row's number within its file is that line)."""
         data = read_whole(body, path)
         data = data.removeprefix(BOM)
         if not data.strip():
@@ -225,8 +362,12 @@ class RowStream:
             self._set_aside(path, data[:data.find(b"\x00")] if b"\x00" in data else data,
                             1, problem)
             data = b""
-        self.rows += 1
-        yield b"%d\t%s\n" % (file_id, copy_escape(data, newlines=True))
+        prefix, row = b"%d\t" % file_id, 1
+        for line_no, record in (json_records(data) if data else [(1, data)]):
+            padding = (prefix + b"\n") * (line_no - row)
+            self.rows += line_no - row + 1
+            yield padding + prefix + copy_escape(record, newlines=True) + b"\n"
+            row = line_no + 1
 
     def _lines(self, file_id, path, body):
         prefix = b"%d\t" % file_id

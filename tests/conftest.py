@@ -87,14 +87,14 @@ def counts(cfg):
 
 
 def star(cfg):
-    """Every star table's rows."""
-    return {t: table(cfg, t) for t in sql_queries.STAR_TABLES}
+    """Every row of every table a load writes (the star and the catalogue's match keys)."""
+    return {t: table(cfg, t) for t in sql_queries.LOADED_TABLES}
 
 
 def keys(cfg):
-    """The star tables' keys and indexes, as definitions."""
+    """The loaded tables' keys and indexes, as definitions."""
     return query(cfg, "SELECT tablename, indexdef FROM pg_indexes WHERE tablename = ANY(%s) ORDER BY 1, 2",
-                 (list(sql_queries.STAR_TABLES),)) + \
+                 (list(sql_queries.LOADED_TABLES),)) + \
         query(cfg, "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
                    "WHERE contype IN ('p', 'u') ORDER BY 1, 2")
 

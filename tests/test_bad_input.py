@@ -139,8 +139,8 @@ def test_summary_says_loaded_and_set_aside_per_source(make_cfg, tmp_path):
     cfg, _ = with_bad_line(make_cfg, tmp_path, b"oops", max_errors=5)
     out = run_script("etl.py", "--config", str(cfg.path))
     assert out.returncode == 0, out.stderr
-    assert "1 files, 1 records loaded, 0 set aside" in out.stdout
-    assert "1 files, 2 records loaded, 1 set aside" in out.stdout
+    assert "1 file, 1 record loaded, 0 set aside" in out.stdout
+    assert "1 file, 2 records loaded, 1 set aside" in out.stdout
 
 
 def test_unreadable_config_is_one_line(tmp_path):

@@ -12,7 +12,7 @@ import etl
 import generate
 import staging
 from conftest import counts, query, reset, table
-from sql_queries import STAGING_TABLES, STAR_TABLES
+from sql_queries import LOADED_TABLES, STAGING_TABLES
 
 
 def digest(folder):
@@ -60,14 +60,14 @@ def test_parallel_load_equals_single_connection_load(make_cfg, tmp_path):
         cfg = dataclasses.replace(base, workers=workers)
         reset(cfg)
         etl.run_etl(cfg)
-        results.append({t: table(cfg, t) for t in STAR_TABLES + STAGING_TABLES})
+        results.append({t: table(cfg, t) for t in LOADED_TABLES + STAGING_TABLES})
     assert results[0] == results[1]
 
 
 def loaded_tables(cfg):
     reset(cfg)
     etl.run_etl(cfg)
-    return {t: table(cfg, t) for t in STAR_TABLES + STAGING_TABLES}
+    return {t: table(cfg, t) for t in LOADED_TABLES + STAGING_TABLES}
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ import csv
 import io
 
 import db
+import sql_queries
 from conftest import event, query, reset, run_script, song, write_events, write_song
 
 
@@ -18,7 +19,7 @@ def test_create_tables_then_etl_then_analytics(make_cfg, tmp_path):
     cfg = make_cfg(**small_sources(tmp_path))
     created = run_script("create_tables.py", "--config", str(cfg.path))
     assert created.returncode == 0, created.stderr
-    assert "created 8: staging_events, staging_songs, songplays" in created.stdout
+    assert f"created {len(sql_queries.TABLES)}: {', '.join(sql_queries.TABLES)}" in created.stdout
     loaded = run_script("etl.py", "--config", str(cfg.path))
     assert loaded.returncode == 0, loaded.stderr
     assert "songplays" in loaded.stdout and "+3" in loaded.stdout
@@ -93,3 +94,17 @@ def test_every_script_has_help():
     for script in ("create_tables.py", "etl.py", "analytics.py"):
         out = run_script(script, "--help")
         assert out.returncode == 0 and "--config" in out.stdout and "--verbose" in out.stdout
+
+
+def test_a_view_on_a_table_stops_create_tables_with_one_line_naming_it(make_cfg, tmp_path):
+    cfg = make_cfg()
+    reset(cfg)
+    query(cfg, "CREATE VIEW daily AS SELECT start_time::date AS day, COUNT(*) FROM songplays GROUP BY 1; SELECT 1")
+    try:
+        out = run_script("create_tables.py", "--config", str(cfg.path))
+        assert out.returncode == 1
+        assert out.stderr.strip() == ("create_tables.py: error: cannot drop table songplays: view daily depends on "
+                                      "table songplays; drop it first, then run create_tables.py again; "
+                                      "nothing was changed")
+    finally:
+        query(cfg, "DROP VIEW IF EXISTS daily; SELECT 1")

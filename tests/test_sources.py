@@ -1,6 +1,9 @@
 """Source files as they come: folders, hidden copies, line endings, pretty-printed songs, any
 text, and S3 prefixes."""
 import json
+import os
+import subprocess
+import sys
 
 import boto3
 import pytest
@@ -9,7 +12,8 @@ from moto import mock_aws
 import etl
 import staging
 from errors import UserError
-from conftest import SAMPLE_LOGS, SAMPLE_SONGS, counts, event, query, reset, song, star, table, write_events, write_song
+from conftest import (ROOT, SAMPLE_LOGS, SAMPLE_SONGS, counts, event, query, reset, run_script, song, star, table,
+                      write_events, write_song)
 
 
 def test_every_json_file_under_the_prefix_is_loaded_and_hidden_copies_are_not(make_cfg, tmp_path):
@@ -128,3 +132,152 @@ def test_s3_empty_prefix_is_an_error(bucket, make_cfg):
     cfg = make_cfg(logs="s3://sparkify-test/nothing-here")
     with pytest.raises(UserError, match=r"no \.json files under s3://sparkify-test/nothing-here"):
         etl.find_sources(cfg, s3=bucket)
+
+
+# --- Folders as they come: links, case, several records per song file, unreadable files ------
+def test_linked_folders_and_files_are_followed_once_and_json_matched_in_any_case(make_cfg, tmp_path):
+    real = tmp_path / "elsewhere"
+    write_events(real / "a.json", [event(itemInSession=0)])
+    write_events(tmp_path / "other" / "b.JSON", [event(itemInSession=1)])
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "november").symlink_to(real)                       # a linked folder
+    (logs / "b.JSON").symlink_to(tmp_path / "other" / "b.JSON")  # a linked file, upper case
+    (logs / "again").symlink_to(real)                          # the same folder a second way
+    (real / "loop").symlink_to(logs)                           # a cycle
+    write_song(tmp_path / "songs" / "s.json", song())
+    cfg = make_cfg(songs=tmp_path / "songs", logs=logs)
+    reset(cfg)
+    result = etl.run_etl(cfg)
+    assert query(cfg, "SELECT item_in_session FROM songplays ORDER BY 1") == [(0,), (1,)]
+    assert [r.files for r in result.staged] == [1, 2]
+
+
+def test_a_broken_link_is_one_line_naming_it_and_staging_stays_as_it_was(warehouse, make_cfg, tmp_path):
+    etl.run_etl(warehouse)
+    write_events(tmp_path / "logs" / "a.json", [event()])
+    (tmp_path / "logs" / "gone.json").symlink_to(tmp_path / "nowhere.json")
+    write_song(tmp_path / "songs" / "s.json", song())
+    cfg = make_cfg(songs=tmp_path / "songs", logs=tmp_path / "logs")
+    out = run_script("etl.py", "--config", str(cfg.path))
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"etl.py: error: [S3] LOG_DATA: broken symbolic link: {tmp_path / 'logs' / 'gone.json'} -> "
+        f"{tmp_path / 'nowhere.json'}")
+    assert counts(cfg)["staging_events"] == 8056  # the sample's, still there
+
+
+def test_an_unreadable_file_is_found_while_the_folder_is_listed(make_cfg, tmp_path):
+    """Listing the sources (which comes before staging is emptied) opens every file: one the
+    user may not read stops the run there, named. As root the listing runs without the
+    capability that overrides file modes (the embedded server cannot run so: only the listing)."""
+    write_events(tmp_path / "logs" / "a.json", [event()])
+    secret = write_events(tmp_path / "logs" / "b.json", [event(itemInSession=1)])
+    secret.chmod(0o000)
+    cfg = make_cfg(logs=tmp_path / "logs")
+    listing = [sys.executable, "-c", f"import etl, config; etl.find_sources(config.load_config({str(cfg.path)!r}))"]
+    if os.geteuid() == 0:
+        listing = ["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", subprocess.list2cmdline(listing)]
+    out = subprocess.run(listing, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"errors.UserError: [S3] LOG_DATA: cannot read {secret}: Permission denied")
+
+
+def test_a_song_file_of_several_records_gives_a_row_each_and_bad_ones_by_line(make_cfg, tmp_path):
+    """As Redshift's COPY reads JSON: a file is a set of objects, one a line, or concatenated,
+    or each spread over lines (source: "COPY from JSON format", Amazon Redshift Database
+    Developer Guide, https://docs.aws.amazon.com/redshift/latest/dg/copy-usage_notes-copy-from-json.html)."""
+    songs = tmp_path / "songs"
+    write_song(songs / "lines.json", "\n".join(json.dumps(song(song_id=f"SL{i}")) for i in range(3)).encode())
+    write_song(songs / "glued.json", (json.dumps(song(song_id="SG1")) + json.dumps(song(song_id="SG2"))).encode())
+    write_song(songs / "spread.json", (json.dumps(song(song_id="SP1"), indent=2) + "\n"
+                                       + json.dumps(song(song_id="SP2"), indent=2)).encode())
+    bad = write_song(songs / "mixed.json", (json.dumps(song(song_id="SM1")) + "\n"
+                                            + json.dumps(song(song_id="SM2", year="x")) + "\n\n"
+                                            + json.dumps(song(song_id="SM3")) + "\n{oops\n").encode())
+    write_events(tmp_path / "logs" / "e.json", [event()])
+    cfg = make_cfg(songs=songs, logs=tmp_path / "logs", max_errors=2)
+    reset(cfg)
+    etl.run_etl(cfg)
+    assert [r[0] for r in query(cfg, "SELECT song_id FROM staging_songs ORDER BY 1")] == [
+        "SG1", "SG2", "SL0", "SL1", "SL2", "SM1", "SM3", "SP1", "SP2"]
+    assert query(cfg, "SELECT file, line_no, left(reason, 13) FROM load_errors ORDER BY 2") == [
+        (str(bad), 2, 'field "year":'), (str(bad), 5, "invalid JSON:")]
+
+
+# --- S3 locations are folders; any key; anonymous access --------------------------------------
+# ListObjectsV2's Prefix is a plain string prefix ("Limits the response to keys that begin with
+# the specified prefix", ListObjectsV2, Amazon S3 API Reference,
+# https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html): "log_data" also
+# matches "log_data_old/...". Object keys are any UTF-8 ("Naming Amazon S3 objects",
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-keys.html).
+SIBLINGS = {"log_data/a.json": event(itemInSession=0), "log_data_old/b.json": event(itemInSession=1),
+            "log_data.json": event(itemInSession=2)}
+
+
+@pytest.mark.parametrize("location", ["s3://sparkify-test/log_data", "s3://sparkify-test/log_data/"])
+def test_an_s3_location_is_a_folder_with_or_without_the_slash(bucket, make_cfg, location):
+    for key, record in SIBLINGS.items():
+        bucket.put_object(Bucket="sparkify-test", Key=key, Body=json.dumps(record).encode())
+    cfg = make_cfg(logs=location)
+    found, _ = etl.find_sources(cfg, s3=bucket)
+    assert [f.path for f in found["log_data"].files] == ["s3://sparkify-test/log_data/a.json"]
+
+
+def test_an_s3_key_in_any_language_and_case(bucket, make_cfg):
+    bucket.put_object(Bucket="sparkify-test", Key="données/日本/a.JSON", Body=json.dumps(event()).encode())
+    cfg = make_cfg(logs="s3://sparkify-test/données/日本")
+    found, _ = etl.find_sources(cfg, s3=bucket)
+    assert [f.path for f in found["log_data"].files] == ["s3://sparkify-test/données/日本/a.JSON"]
+
+
+def no_credentials(monkeypatch, tmp_path):
+    """No AWS credentials anywhere boto3 looks (environment, files, instance metadata)."""
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def signed_requests(s3):
+    """Whether each request the client sends carries a signature (an Authorization header)."""
+    seen = []
+    s3.meta.events.register("before-send.s3.*", lambda request, **kw: seen.append("Authorization" in request.headers))
+    return seen
+
+
+# An anonymous request is one without a signature; S3 serves it only what is public ("Create
+# anonymous clients", AWS SDK for PHP Developer Guide,
+# https://docs.aws.amazon.com/sdk-for-php/v3/developer-guide/guide_credentials_anonymous.html;
+# boto3: Config(signature_version=botocore.UNSIGNED)).
+@pytest.mark.parametrize("setting,credentials,signed,message", [
+    ("ANONYMOUS = true", True, False, "reading S3 anonymously ([AWS] ANONYMOUS = true)"),
+    ("", False, False, "no AWS credentials found: reading S3 anonymously"),
+    ("", True, True, None),
+])
+def test_anonymous_s3_access_when_asked_or_without_credentials(bucket, make_cfg, monkeypatch, tmp_path, caplog,
+                                                                setting, credentials, signed, message):
+    if not credentials:
+        no_credentials(monkeypatch, tmp_path)
+    bucket.put_object(Bucket="sparkify-test", Key="log_data/a.json", Body=json.dumps(event()).encode())
+    cfg = make_cfg(logs="s3://sparkify-test/log_data", text=f"[AWS]\nREGION = us-west-2\n{setting}\n")
+    caplog.set_level("INFO", logger="sparkify")
+    s3 = staging.s3_client(cfg)
+    seen = signed_requests(s3)
+    found, _ = etl.find_sources(cfg, s3=s3)
+    assert len(found["log_data"].files) == 1
+    assert seen and set(seen) == {signed}
+    assert (message in caplog.text) if message else "anonymously" not in caplog.text
+
+
+def test_missing_credentials_say_how_to_provide_them(make_cfg, monkeypatch, tmp_path):
+    """botocore refuses to send an unsigned request it was asked to sign: no request is made."""
+    no_credentials(monkeypatch, tmp_path)
+    cfg = make_cfg(logs="s3://sparkify-test/log_data", text="[AWS]\nREGION = us-west-2\nANONYMOUS = false\n")
+    with pytest.raises(UserError, match=r"^\[S3\] LOG_DATA: cannot list s3://sparkify-test/log_data: no AWS "
+                                        r"credentials found; set \[AWS\] KEY and SECRET in the configuration file, "
+                                        r"or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, or an "
+                                        r"AWS profile \(aws configure\), or \[AWS\] ANONYMOUS = true for a public bucket$"):
+        etl.find_sources(cfg)

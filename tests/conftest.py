@@ -13,6 +13,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # the scripts, and the bench's 
 
 import create_tables  # noqa: E402
 import db  # noqa: E402
+import etl  # noqa: E402
 import sql_queries  # noqa: E402
 from config import load_config  # noqa: E402
 
@@ -157,3 +158,12 @@ def aws(monkeypatch):
         clients["s3"].create_bucket(Bucket="udacity-dend",
                                     CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
         yield clients
+
+
+@pytest.fixture
+def redshift_transform(monkeypatch):
+    """transform(conn): the transform as Redshift runs it (one session, one transaction, its own
+    checks), on PostgreSQL: the same statements but the scratch tables' DISTKEY clause, which
+    PostgreSQL does not have."""
+    monkeypatch.setitem(sql_queries.DIALECT["redshift"], "scratch_by_time", "")
+    return lambda conn: etl.insert_star_tables(conn, "redshift")

@@ -177,16 +177,14 @@ def test_a_failed_check_on_a_later_load_commits_nothing(warehouse, make_cfg, tmp
     assert keys(warehouse) == created
 
 
-def test_the_transform_in_one_session_as_on_redshift_gives_the_same_star(warehouse, monkeypatch):
+def test_the_transform_in_one_session_as_on_redshift_gives_the_same_star(warehouse, redshift_transform):
     """Redshift runs the prepare statements inside its one transaction (scratch tables TEMP),
-    then the apply, then its own checks; on the same staging rows it gives the same star.
-    (Without the scratch tables' DISTKEY, a layout clause PostgreSQL does not have.)"""
-    monkeypatch.setitem(sql_queries.DIALECT["redshift"], "scratch_by_time", "")
+    then the apply, then its own checks; on the same staging rows it gives the same star."""
     load(warehouse)
     parallel = star(warehouse)
     empty(warehouse, *LOADED_TABLES)
     with db.connection(warehouse) as conn:
-        etl.insert_star_tables(conn, "redshift")
+        redshift_transform(conn)
     assert star(warehouse) == parallel
 
 

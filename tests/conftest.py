@@ -25,9 +25,8 @@ TS = 1543537327796  # 2018-11-30 00:22:07.796 UTC
 @pytest.fixture(scope="session")
 def pg_data_dir(tmp_path_factory):
     """The embedded server, started once, in a temporary directory, deleted at the end."""
-    import pgserver
     data_dir = tmp_path_factory.mktemp("pg") / "pgdata"
-    server = pgserver.get_server(data_dir, cleanup_mode="delete")
+    server = db.embedded_server(data_dir, cleanup_mode="delete")
     yield data_dir
     db._forget_dead_handles(data_dir)  # scripts the tests killed with SIGKILL
     server.cleanup()

@@ -1,0 +1,41 @@
+"""The embedded PostgreSQL: started with its bulk-load settings in effect, and a data directory
+from an older PostgreSQL refused in one line before anything starts."""
+import psycopg2
+
+import db
+from conftest import run_script
+
+
+def test_a_new_embedded_server_runs_with_every_bulk_load_setting(tmp_path):
+    """Each of db.EMBEDDED_SETTINGS is accepted by this PostgreSQL and in effect once the server
+    that created the data directory is back (some need a restart)."""
+    data_dir = tmp_path / "pgdata"
+    conn = psycopg2.connect(db.embedded_uri(data_dir))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT name, current_setting(name), pending_restart FROM pg_settings "
+                        "WHERE name = ANY(%s) ORDER BY name", (list(db.EMBEDDED_SETTINGS),))
+            found = cur.fetchall()
+            cur.execute("SHOW data_checksums")
+            checksums = cur.fetchone()[0]
+    finally:
+        conn.close()
+        db.embedded_server(data_dir).cleanup()
+    assert found == sorted((name, value, False) for name, value in db.EMBEDDED_SETTINGS.items())
+    assert checksums == "on"  # PostgreSQL 18's initdb default, kept: it costs a bulk load nothing measurable
+
+
+def test_a_data_directory_from_an_older_postgresql_is_refused_in_one_line(tmp_path):
+    data_dir = tmp_path / "pgdata"
+    data_dir.mkdir()
+    (data_dir / "PG_VERSION").write_text("16\n")
+    cfg = tmp_path / "dwh.cfg"
+    cfg.write_text(f"[LOCAL]\nDATA_DIR = {data_dir}\n")
+    for script in ("create_tables.py", "etl.py", "analytics.py"):
+        out = run_script(script, "--config", str(cfg))
+        assert out.returncode == 1
+        assert out.stderr.splitlines() == [
+            f"{script}: error: {data_dir} was made by PostgreSQL 16; the embedded server is PostgreSQL 18 "
+            f"and cannot open it: delete it (rm -rf {data_dir}) and load again (make run), "
+            f"or upgrade it with pg_upgrade"]
+    assert [p.name for p in data_dir.iterdir()] == ["PG_VERSION"]  # nothing started, nothing written

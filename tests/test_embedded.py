@@ -1,15 +1,22 @@
 """The embedded PostgreSQL: started with its bulk-load settings in effect, and a data directory
 from an older PostgreSQL refused in one line before anything starts."""
+import shutil
+import tempfile
+from pathlib import Path
+
 import psycopg2
 
 import db
 from conftest import run_script
 
 
-def test_a_new_embedded_server_runs_with_every_bulk_load_setting(tmp_path):
+def test_a_new_embedded_server_runs_with_every_bulk_load_setting():
     """Each of db.EMBEDDED_SETTINGS is accepted by this PostgreSQL and in effect once the server
     that created the data directory is back (some need a restart)."""
-    data_dir = tmp_path / "pgdata"
+    # Not under pytest's folder: any pytest run on the machine resets it to 0700, which the
+    # server's own user (as root) could then not enter while starting.
+    parent = Path(tempfile.mkdtemp(prefix="sparkify-test-"))
+    data_dir = parent / "pgdata"
     conn = psycopg2.connect(db.embedded_uri(data_dir))
     try:
         with conn.cursor() as cur:
@@ -21,6 +28,7 @@ def test_a_new_embedded_server_runs_with_every_bulk_load_setting(tmp_path):
     finally:
         conn.close()
         db.embedded_server(data_dir).cleanup()
+        shutil.rmtree(parent)
     assert found == sorted((name, value, False) for name, value in db.EMBEDDED_SETTINGS.items())
     assert checksums == "on"  # PostgreSQL 18's initdb default, kept: it costs a bulk load nothing measurable
 

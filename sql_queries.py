@@ -36,6 +36,7 @@ DIALECT = {
         # ts (epoch milliseconds) as a UTC timestamp, milliseconds kept: one exact product
         # (whole microseconds, in a double, for any date within 285 years of 1970)
         "event_time": "TIMESTAMP 'epoch' + ts * INTERVAL '1 millisecond'",
+        "record": "TEXT",              # a bad record whole, however long
     },
     "redshift": {
         "staging": "TABLE",
@@ -54,6 +55,7 @@ DIALECT = {
         "scratch_by_time": " DISTKEY(start_time)",
         "event_time": ("TIMESTAMP 'epoch' + ts / 1000 * INTERVAL '1 second' "  # integer arithmetic
                        "+ ts % 1000 * INTERVAL '1 millisecond'"),
+        "record": "VARCHAR(65535)",    # Redshift's longest text: record_bytes says what was cut
     },
 }
 
@@ -231,14 +233,17 @@ start_time      TIMESTAMP NOT NULL""",
     layout="by_time")
 
 # load_errors: every record set aside by a load, so none is lost (PostgreSQL engine; Redshift
-# keeps its own in stl_load_errors).
+# keeps its own in stl_load_errors). record is the whole record as text (bytes that are not
+# UTF-8 as U+FFFD, a NUL as \0: text cannot hold them); record_bytes its size in the file, so a
+# shorter record says it was cut; file and line_no say where the original is.
 load_errors = Table("load_errors", "bookkeeping", """
-run_id  VARCHAR(64) NOT NULL,
-source  VARCHAR(16) NOT NULL,
-file    VARCHAR(1024) NOT NULL,
-line_no BIGINT,
-reason  VARCHAR(1024) NOT NULL,
-raw     VARCHAR(2048)""", layout="all")
+run_id       VARCHAR(64) NOT NULL,
+source       VARCHAR(16) NOT NULL,
+file         VARCHAR(1024) NOT NULL,
+line_no      BIGINT,
+reason       VARCHAR(1024) NOT NULL,
+record       {record},
+record_bytes BIGINT""", layout="all")
 
 # The registry, in create order: every list of tables below, in the scripts, the tests and the
 # bench, comes from it. A new table is one entry here plus its statements.
@@ -362,14 +367,14 @@ def staging_rejects(table, raw):
 
 # Set-aside records into load_errors, with the file and line each came from.
 rejects_to_load_errors = """
-INSERT INTO load_errors (run_id, source, file, line_no, reason, raw)
-SELECT %(run_id)s, %(source)s, f.path, x.id - f.first_id + 1, left(b.reason, 1024), left(x.line, 2048)
+INSERT INTO load_errors (run_id, source, file, line_no, reason, record, record_bytes)
+SELECT %(run_id)s, %(source)s, f.path, x.id - f.first_id + 1, left(b.reason, 1024), x.line, octet_length(x.line)
 FROM {raw}_rejects b
 JOIN {raw} x ON x.id = b.id
 JOIN {raw}_files f ON f.file_id = x.file_id"""
 
 count_rejects = "SELECT count(*) FROM {raw}_rejects"
-load_errors_insert = ("INSERT INTO load_errors (run_id, source, file, line_no, reason, raw) "
+load_errors_insert = ("INSERT INTO load_errors (run_id, source, file, line_no, reason, record, record_bytes) "
                       "VALUES %s")
 load_errors_first = """
 SELECT file, line_no, reason FROM load_errors WHERE run_id = %s

@@ -359,8 +359,7 @@ class RowStream:
             return  # an empty file is no record and no error
         problem = text_problem(data)
         if problem:
-            self._set_aside(path, data[:data.find(b"\x00")] if b"\x00" in data else data,
-                            1, problem)
+            self._set_aside(path, data, 1, problem)
             data = b""
         prefix, row = b"%d\t" % file_id, 1
         for line_no, record in (json_records(data) if data else [(1, data)]):
@@ -407,8 +406,8 @@ class RowStream:
     def _set_aside(self, path, raw, line_no, reason):
         self.error_count += 1
         if len(self.errors) < ERRORS_KEPT:
-            text = raw[:2048].decode("utf-8", "replace").replace("\x00", "\\0")
-            self.errors.append((self.run_id, self.source, path, line_no, reason, text))
+            text = raw.decode("utf-8", "replace").replace("\x00", "\\0")  # text holds no NUL
+            self.errors.append((self.run_id, self.source, path, line_no, reason, text, len(raw)))
 
 
 class Progress:

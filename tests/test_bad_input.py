@@ -47,10 +47,10 @@ def test_bad_event_is_set_aside_with_file_line_and_reason(make_cfg, tmp_path, ki
     bad, reason = EVENT_CASES[kind]
     cfg, path = with_bad_line(make_cfg, tmp_path, bad, max_errors=1)
     result = etl.run_etl(cfg)
-    [(source, file, line_no, why, raw)] = query(cfg, "SELECT source, file, line_no, reason, raw FROM load_errors")
+    [(source, file, line_no, why, record)] = query(cfg, "SELECT source, file, line_no, reason, record FROM load_errors")
     assert (source, file, line_no) == ("log_data", str(path), 2)
     assert __import__("re").search(reason, why), why
-    assert raw  # the record itself is kept, to fix and re-load
+    assert record  # the record itself is kept, to fix and re-load
     assert query(cfg, "SELECT item_in_session FROM songplays ORDER BY 1") == [(0,), (2,)]
     events = next(r for r in result.staged if r.source == "log_data")
     assert (events.loaded, events.rejected) == (2, 1)
@@ -160,3 +160,63 @@ def test_world_readable_config_with_a_secret_warns_with_the_fix(tmp_path, caplog
     path.chmod(0o600)
     load_config(str(path))
     assert "chmod" not in caplog.text
+
+
+# A bad record is kept whole, however long: one the server sets aside (a field too long) and
+# one found before it reaches the server (bytes that are not UTF-8, a NUL byte).
+BIG = 5 << 20
+BIG_CASES = {
+    "too long a field": json.dumps(event(artist="x" * BIG, itemInSession=1)).encode(),
+    "invalid UTF-8": json.dumps(event(artist="\xff" * BIG, itemInSession=1)).encode().replace(b"\\u00ff", b"\xff"),
+    "NUL byte": json.dumps(event(artist="a" * BIG, itemInSession=1)).encode().replace(b"aaaa", b"a\x00aa", 1),
+}
+
+
+@pytest.mark.parametrize("kind", BIG_CASES)
+def test_a_5_mb_bad_record_is_kept_whole(make_cfg, tmp_path, kind):
+    bad = BIG_CASES[kind]
+    cfg, path = with_bad_line(make_cfg, tmp_path, bad, max_errors=1)
+    etl.run_etl(cfg)
+    [(file, line_no, record, size)] = query(cfg, "SELECT file, line_no, record, record_bytes FROM load_errors")
+    assert (file, line_no, size) == (str(path), 2, len(bad))
+    assert record == bad.decode("utf-8", "replace").replace("\x00", "\\0")
+    assert len(record) > BIG
+
+
+def test_a_bad_song_file_is_kept_whole_past_a_nul(make_cfg, tmp_path):
+    bad = json.dumps(song(title="a" * 100_000)).encode().replace(b"aaaa", b"a\x00aa", 1)
+    write_song(tmp_path / "songs" / "bad.json", bad)
+    cfg = make_cfg(songs=tmp_path / "songs", logs=tmp_path / "logs", max_errors=1)
+    write_events(tmp_path / "logs" / "e.json", GOOD)
+    reset(cfg)
+    etl.run_etl(cfg)
+    [(record, size)] = query(cfg, "SELECT record, record_bytes FROM load_errors")
+    assert size == len(bad) and record == bad.decode().replace("\x00", "\\0")
+
+
+# Amazon Redshift Database Developer Guide, "Reserved words"
+# (https://docs.aws.amazon.com/redshift/latest/dg/r_pg_keywords.html): a column may not be named
+# by one of these unless quoted.
+REDSHIFT_RESERVED = set("""
+AES128 AES256 ALL ALLOWOVERWRITE ANALYSE ANALYZE AND ANY ARRAY AS ASC AUTHORIZATION AZ64 BACKUP BETWEEN
+BINARY BLANKSASNULL BOTH BYTEDICT BZIP2 CASE CAST CHECK COLLATE COLUMN CONSTRAINT CREATE CREDENTIALS CROSS
+CURRENT_DATE CURRENT_TIME CURRENT_TIMESTAMP CURRENT_USER CURRENT_USER_ID DEFAULT DEFERRABLE DEFLATE DEFRAG
+DELTA DELTA32K DESC DISABLE DISTINCT DO ELSE EMPTYASNULL ENABLE ENCODE ENCRYPT ENCRYPTION END EXCEPT
+EXPLICIT FALSE FOR FOREIGN FREEZE FROM FULL GLOBALDICT256 GLOBALDICT64K GRANT GROUP GZIP HAVING IDENTITY
+IGNORE ILIKE IN INITIALLY INNER INTERSECT INTERVAL INTO IS ISNULL JOIN LEADING LEFT LIKE LIMIT LOCALTIME
+LOCALTIMESTAMP LUN LUNS LZO LZOP MINUS MOSTLY16 MOSTLY32 MOSTLY8 NATURAL NEW NOT NOTNULL NULL NULLS OFF
+OFFLINE OFFSET OID OLD ON ONLY OPEN OR ORDER OUTER OVERLAPS PARALLEL PARTITION PERCENT PERMISSIONS PIVOT
+PLACING PRIMARY RAW READRATIO RECOVER REFERENCES REJECTLOG RESORT RESPECT RESTORE RIGHT SELECT SESSION_USER
+SIMILAR SNAPSHOT SOME SYSDATE SYSTEM TABLE TAG TDES TEXT255 TEXT32K THEN TIMESTAMP TO TOP TRAILING TRUE
+TRUNCATECOLUMNS UNION UNIQUE UNNEST UNPIVOT USER USING VERBOSE WALLET WHEN WHERE WITH WITHOUT""".split())
+
+
+def test_redshift_ddl_names_no_column_by_a_reserved_word():
+    import re
+    import sql_queries
+    for ddl in sql_queries.create_table_queries["redshift"]:
+        body = ddl[ddl.find("(") + 1:ddl.rfind(")")]
+        columns = re.findall(r"^\s*(\w+)\s+(?!KEY\b)", body, re.M)  # not PRIMARY KEY
+        assert columns and not [c for c in columns if c.upper() in REDSHIFT_RESERVED], ddl
+    load_errors = next(q for q in sql_queries.create_table_queries["redshift"] if "load_errors" in q)
+    assert "record       VARCHAR(65535)" in load_errors and "record_bytes" in load_errors

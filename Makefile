@@ -1,4 +1,4 @@
-# `make run`: venv, install, create the tables, load the bundled sample, show the analytics.
+# `make run`: venv, install, create the tables (dropping any: --yes), load the bundled sample, show the analytics.
 # `make test`: the test suite against a real (embedded) PostgreSQL.
 # `make check-wheels`: every requirement installs from wheels on CPython 3.10-3.14, four platforms.
 # Any Python 3.10+: PYTHON=... if given, else python3 if new enough, else the newest python3.1X.
@@ -24,7 +24,7 @@ $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
 	@touch $@
 
 run: $(VENV)/.installed
-	$(PY) create_tables.py
+	$(PY) create_tables.py --yes
 	$(PY) etl.py
 	$(PY) analytics.py
 

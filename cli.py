@@ -6,6 +6,7 @@ A script builds its parser with `parser()`, and hands its `main(config, args)` t
 """
 import argparse
 import logging
+import os
 import sys
 import threading
 import traceback
@@ -53,6 +54,9 @@ def run(main, arg_parser, argv=None, uses=GROUPS):
         return interruptible(main, config, args) or 0
     except UserError as e:
         return _fail(prog, str(e), e.exit_code, args.verbose, config)
+    except BrokenPipeError:  # whoever read our output stopped reading (`| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush is quiet
+        return 0
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; nothing was committed by the step that was running",
               file=sys.stderr)

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent
 ENGINES = ("postgres", "redshift")
 REDSHIFT_HOST = re.compile(r"\.redshift(-serverless)?\.amazonaws\.com(\.cn)?$", re.I)
 
-SECRET_KEYS = (("CLUSTER", "db_password"), ("DWH", "dwh_db_password"), ("AWS", "secret"))
+SECRET_KEYS = (("CLUSTER", "db_password"), ("CLUSTER", "reader_password"), ("DWH", "dwh_db_password"),
+               ("AWS", "secret"))
 
 # Every key some script reads, by section (dwh.cfg.example documents each); any other gets a
 # warning naming the closest one, so a misspelled key is not silently ignored.
@@ -78,6 +79,8 @@ class Config:
     db_name: str = "postgres"
     db_user: str = "postgres"
     db_password: str = field(default="", repr=False)
+    reader_user: str = ""             # analytics.py's read-only user (else the role sparkify_reader)
+    reader_password: str = field(default="", repr=False)
     data_dir: Path = ROOT / ".dwh" / "pgdata"
     song_data: str = str(ROOT / "data" / "song_data")
     log_data: str = str(ROOT / "data" / "log_data")
@@ -100,13 +103,14 @@ class Config:
                 raise UserError(message)
 
     def secrets(self):
-        return tuple(s for s in (self.db_password, self.aws_secret) if s)
+        return tuple(s for s in (self.db_password, self.reader_password, self.aws_secret) if s)
 
-    def describe(self):
+    def describe(self, reader=False):
         """Where the warehouse is, for messages (never with the password)."""
         if self.embedded:
             return f"embedded PostgreSQL at {self.data_dir}"
-        return f"{self.engine} at {self.db_user}@{self.host}:{self.port}/{self.db_name}"
+        user = self.reader_user if reader and self.reader_user else self.db_user
+        return f"{self.engine} at {user}@{self.host}:{self.port}/{self.db_name}"
 
 
 def find_config_file(explicit=None):
@@ -274,6 +278,8 @@ def build_config(sections, path, environ):
                  or ("awsuser" if engine == "redshift" else "postgres")),
         db_password=(environ.get("DWH_DB_PASSWORD") or get("CLUSTER", "db_password")
                      or get("DWH", "dwh_db_password")),
+        reader_user=get("CLUSTER", "reader_user"),
+        reader_password=environ.get("DWH_READER_PASSWORD") or get("CLUSTER", "reader_password"),
         data_dir=(base / get("LOCAL", "data_dir")).resolve() if get("LOCAL", "data_dir") else defaults.data_dir,
         song_data=checked("sources", lambda: source("song_data", defaults.song_data), defaults.song_data),
         log_data=checked("sources", lambda: source("log_data", defaults.log_data), defaults.log_data),

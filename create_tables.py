@@ -1,8 +1,10 @@
-"""Drop and recreate every table of the warehouse (staging, star, load_errors)."""
+"""Drop and recreate every table of the warehouse (staging, star, load_errors), and let the
+read-only reader query them. Asks first if tables to be dropped hold rows (--yes: do not ask)."""
 import contextlib
 import logging
 import sys
 
+import psycopg2
 import psycopg2.errors
 
 import db
@@ -11,6 +13,29 @@ from cli import main_entry
 from errors import UserError
 
 log = logging.getLogger("sparkify")
+
+KEPT = sql_queries.STAR_TABLES + ("load_errors",)  # what a drop loses (staging is refilled every run)
+
+
+def tables_with_rows(conn):
+    """{table: rows} of the star tables and load_errors that hold any."""
+    present = [t for t in KEPT if t not in db.missing_tables(conn, KEPT)]
+    counts = db.row_counts(conn, present)
+    conn.rollback()
+    return {t: n for t, n in counts.items() if n}
+
+
+def confirm_drop(cfg, held):
+    """Go on only if nothing would be lost, or the user says yes at the terminal."""
+    if not held:
+        return
+    what = ", ".join(f"{t} ({n:,} rows)" for t, n in held.items())
+    if not sys.stdin.isatty():
+        raise UserError(f"{cfg.describe()} holds data: {what}; run with --yes to drop it", exit_code=4)
+    print(f"{cfg.describe()} holds data: {what}.", file=sys.stderr)
+    answer = input("Drop every table and start empty? [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise UserError("nothing was dropped", exit_code=4)
 
 
 def drop_tables(conn):
@@ -38,30 +63,70 @@ def create_tables(conn, engine):
     return len(sql_queries.create_table_queries[engine])
 
 
+def grant_reader(cfg, conn):
+    """Let analytics.py's reader SELECT every table: [CLUSTER] READER_USER if set (not embedded),
+    else the role sparkify_reader (PostgreSQL), created if missing; return its name, or None
+    (Redshift without READER_USER)."""
+    own_user = cfg.reader_user and not cfg.embedded
+    reader = cfg.reader_user if own_user else (sql_queries.READER_ROLE if cfg.engine == "postgres" else None)
+    if reader is None:
+        return None
+    name = sql_queries.quote_ident(reader)
+    with conn.cursor() as cur:
+        if not own_user:
+            cur.execute(sql_queries.reader_role_exists, (reader,))
+            if not cur.fetchone():
+                create = sql_queries.reader_role_create["embedded" if cfg.embedded else "postgres"]
+                _run(cur, create.format(reader=name), reader)
+            cur.execute(sql_queries.reader_is_member, (reader,))
+            if not cfg.embedded and not cur.fetchone()[0]:
+                _run(cur, sql_queries.reader_role_member.format(reader=name), reader)
+        cur.execute(sql_queries.current_schema)
+        schema = sql_queries.quote_ident(cur.fetchone()[0])
+        tables = ", ".join(sql_queries.TABLES)
+        for grant in sql_queries.reader_grants:
+            _run(cur, grant.format(schema=schema, tables=tables, reader=name), reader)
+    return reader
+
+
+def _run(cur, statement, reader):
+    try:
+        cur.execute(statement)
+    except psycopg2.Error as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"cannot make {reader} the read-only reader: {first}; set [CLUSTER] READER_USER "
+                        "to an existing user (see README)")
+
+
 def reset_warehouse(cfg, conn):
     """Drop and create in one transaction, while no etl.py run is loading (PostgreSQL)."""
     lock = db.etl_lock(conn) if cfg.engine == "postgres" else contextlib.nullcontext()
     with lock:
         dropped = drop_tables(conn)
         create_tables(conn, cfg.engine)
+        grant_reader(cfg, conn)
         conn.commit()
     return dropped
 
 
 def main(cfg, args):
     if args.dry_run:
-        return db.print_dry_run(cfg, lambda: reset(cfg))
-    dropped = reset(cfg)
+        return db.print_dry_run(cfg, lambda: reset(cfg, yes=True))
+    dropped = reset(cfg, args.yes)
     print(f"{cfg.describe()}: dropped {len(dropped)} existing tables, "
           f"created {len(sql_queries.TABLES)}: {', '.join(sql_queries.TABLES)}")
 
 
-def reset(cfg):
+def reset(cfg, yes=True):
     with db.connection(cfg) as conn:
+        if not yes:
+            confirm_drop(cfg, tables_with_rows(conn))
         return reset_warehouse(cfg, conn)
 
 
 def add_arguments(p):
+    p.add_argument("--yes", action="store_true",
+                   help="drop tables that hold rows without asking (needed when not at a terminal)")
     p.add_argument("--dry-run", action="store_true",
                    help="print every SQL statement it would run, connecting to nothing")
 

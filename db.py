@@ -134,24 +134,54 @@ def _alive(pid):
     return True
 
 
-def connect(cfg, autocommit=False):
-    """A psycopg2 connection to the configured warehouse. Errors name the server, never the password."""
+def connect(cfg, autocommit=False, reader=False):
+    """A psycopg2 connection to the configured warehouse. Errors name the server, never the password.
+
+    reader: as the read-only reader (analytics.py): [CLUSTER] READER_USER if set; else the role
+    sparkify_reader, logged in as on the embedded server, taken with SET ROLE on another
+    PostgreSQL; Redshift has no SET ROLE, so there the loading user (with a warning).
+    """
     if RECORDER is not None:
         return RECORDER.connection(autocommit)
+    own_user = reader and bool(cfg.reader_user) and not cfg.embedded
     try:
         if cfg.embedded:
-            conn = psycopg2.connect(embedded_uri(cfg.data_dir), application_name="sparkify")
+            as_reader = {"user": sql_queries.READER_ROLE} if reader else {}
+            conn = psycopg2.connect(embedded_uri(cfg.data_dir), application_name="sparkify", **as_reader)
         else:
             conn = psycopg2.connect(
-                host=cfg.host, port=cfg.port, dbname=cfg.db_name, user=cfg.db_user,
-                password=cfg.db_password, connect_timeout=10, application_name="sparkify",
-                sslmode="require" if cfg.engine == "redshift" else "prefer")
+                host=cfg.host, port=cfg.port, dbname=cfg.db_name,
+                user=cfg.reader_user if own_user else cfg.db_user,
+                password=cfg.reader_password if own_user else cfg.db_password, connect_timeout=10,
+                application_name="sparkify", sslmode="require" if cfg.engine == "redshift" else "prefer")
     except psycopg2.OperationalError as e:
         reason = mask_secrets(" ".join(str(e).split()), cfg)
-        raise UserError(f"cannot connect to {cfg.describe()}: {reason}")
+        if reader and cfg.embedded and f'role "{sql_queries.READER_ROLE}" does not exist' in reason:
+            raise UserError(f"the read-only role {sql_queries.READER_ROLE} does not exist in {cfg.describe()}; "
+                            "run create_tables.py first", exit_code=2)
+        raise UserError(f"cannot connect to {cfg.describe(reader)}: {reason}")
+    if reader and not cfg.embedded and not own_user:
+        take_reader_role(conn, cfg)
     conn.autocommit = autocommit
     OPEN.add(conn)
     return conn
+
+
+def take_reader_role(conn, cfg):
+    """SET ROLE sparkify_reader for the rest of the session (PostgreSQL); Redshift: a warning."""
+    if cfg.engine == "redshift":
+        log.warning("warning: querying as %s, who can change data; set [CLUSTER] READER_USER and "
+                    "READER_PASSWORD to a read-only user", cfg.db_user)
+        return
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql_queries.reader_set_role.format(reader=sql_queries.quote_ident(sql_queries.READER_ROLE)))
+    except psycopg2.Error as e:
+        conn.close()
+        raise UserError(f"cannot take the read-only role {sql_queries.READER_ROLE} as {cfg.db_user}: "
+                        f"{(str(e).strip().splitlines() or [''])[0]}; run create_tables.py, "
+                        "or set [CLUSTER] READER_USER to a read-only user", exit_code=2)
 
 
 def cancel_all():
@@ -248,7 +278,8 @@ class Recorder:
     def __init__(self, answers=None):
         self.connections = []  # [(thread name, [statement or comment])]
         self.answers = {TRY_LOCK: [(True,)], sql_queries.existing_tables: lambda p: [(t,) for t in p[0]],
-                        sql_queries.last_copy_id: [(Placeholder("pg_last_copy_id()"),)], **(answers or {})}
+                        sql_queries.last_copy_id: [(Placeholder("pg_last_copy_id()"),)],
+                        sql_queries.current_schema: [("public",)], **(answers or {})}
         self.lock = threading.Lock()
 
     def connection(self, autocommit=False):

@@ -739,6 +739,28 @@ SELECT table_name FROM information_schema.tables
 WHERE table_schema = current_schema() AND table_name IN %s"""
 
 
+# --- The reader: analytics.py queries as a role that holds only SELECT on the warehouse's tables,
+# so no text it is given can change data. On the embedded server it logs in (the server trusts
+# its unix socket, and listens on nothing else); on another PostgreSQL it cannot log in and the
+# loading user, made a member, takes it with SET ROLE; or [CLUSTER] READER_USER names a user of
+# your own (on Redshift, the only way), which create_tables.py grants SELECT to.
+READER_ROLE = "sparkify_reader"
+
+
+def quote_ident(name):
+    """A user or schema name as a quoted SQL identifier (PostgreSQL and Redshift alike)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+current_schema = "SELECT current_schema()"
+reader_role_exists = "SELECT 1 FROM pg_roles WHERE rolname = %s"
+reader_role_create = {"embedded": "CREATE ROLE {reader} LOGIN", "postgres": "CREATE ROLE {reader} NOLOGIN"}
+reader_role_member = "GRANT {reader} TO CURRENT_USER"
+reader_is_member = "SELECT pg_has_role(current_user, %s, 'MEMBER')"
+reader_grants = ["GRANT USAGE ON SCHEMA {schema} TO {reader}", "GRANT SELECT ON {tables} TO {reader}"]
+reader_set_role = "SET ROLE {reader}"
+
+
 # --- Analytics: the questions the schema exists for ------------------------------------------
 analytics_queries = [
     ("Most played songs", """

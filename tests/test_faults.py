@@ -213,7 +213,7 @@ def password_role(warehouse, pg_data_dir):
     hba = pg_data_dir / "pg_hba.conf"
     original = hba.read_text()
     query(warehouse, "DROP ROLE IF EXISTS pwuser; CREATE ROLE pwuser LOGIN PASSWORD 'right-pass-9x'; "
-                     "GRANT ALL ON ALL TABLES IN SCHEMA public TO pwuser; SELECT 1")
+                     "GRANT ALL ON ALL TABLES IN SCHEMA public TO pwuser; GRANT sparkify_reader TO pwuser; SELECT 1")
     hba.write_text("local all pwuser scram-sha-256\n" + original)
     query(warehouse, "SELECT pg_reload_conf()")
     socket_dir = parse_qs(urlparse(db.embedded_uri(pg_data_dir)).query)["host"][0]
@@ -242,7 +242,7 @@ def test_right_password_connects(password_role, tmp_path):
     cfg = tmp_path / "pw.cfg"
     cfg.write_text(f"[CLUSTER]\nHOST={password_role}\nDB_USER=pwuser\nDB_NAME=postgres\n")
     cfg.chmod(0o600)
-    out = run_script("analytics.py", "--config", str(cfg), "--sql", "SELECT current_user",
+    out = run_script("analytics.py", "--config", str(cfg), "--sql", "SELECT session_user",
                      env={"DWH_DB_PASSWORD": "right-pass-9x"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1].strip() == "pwuser"

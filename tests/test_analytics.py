@@ -1,0 +1,266 @@
+"""analytics.py: no text changes data, exact CSV, bounded memory on large results, the report's
+sections, and a reader that stops reading (`| head`)."""
+import csv
+import io
+import os
+import pty
+import subprocess
+import sys
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+import analytics
+import db
+import sql_queries
+from conftest import ROOT, event, query, reset, run_script, song, table, write_events, write_song
+from errors import UserError
+
+
+@pytest.fixture
+def loaded(make_cfg, tmp_path):
+    write_events(tmp_path / "logs" / "e.json", [event(userId="5", itemInSession=0),
+                                                event(userId="6", level="paid", itemInSession=1)])
+    write_song(tmp_path / "songs" / "s.json", song())
+    cfg = make_cfg(songs=tmp_path / "songs", logs=tmp_path / "logs")
+    reset(cfg)
+    assert run_script("etl.py", "--config", str(cfg.path)).returncode == 0
+    return cfg
+
+
+def state(cfg):
+    """Everything a write could change: every table's rows, the play id sequence, large objects."""
+    rows = {t: table(cfg, t) for t in sql_queries.TABLES}
+    [(seq, objects)] = query(cfg, "SELECT (SELECT last_value FROM songplays_songplay_id_seq), "
+                                  "(SELECT count(*) FROM pg_largeobject_metadata)")
+    return rows, seq, objects
+
+
+# Functions the warehouse's owner made, called through --sql: one runs as its caller, one as its
+# owner (a superuser), each deleting every user.
+WIPERS = [
+    "CREATE OR REPLACE FUNCTION wipe_as_caller() RETURNS bigint LANGUAGE sql "
+    "AS 'DELETE FROM users RETURNING 1'",
+    "CREATE OR REPLACE FUNCTION wipe_as_owner() RETURNS bigint LANGUAGE sql SECURITY DEFINER "
+    "AS 'DELETE FROM users RETURNING 1'",
+]
+
+ATTEMPTS = {
+    "COMMIT then a write": "COMMIT; DELETE FROM users",
+    "END then a write": "END; DELETE FROM users",
+    "a plain write": "DELETE FROM users",
+    "a SELECT then a write": "SELECT 1; DELETE FROM users",
+    "read-only off, then a write": "SET default_transaction_read_only = off; DELETE FROM users",
+    "read-only off by set_config": "SELECT set_config('default_transaction_read_only', 'off', false); "
+                                   "DELETE FROM users",
+    "transaction read-write by set_config": "SELECT set_config('transaction_read_only', 'off', false), "
+                                            "wipe_as_owner()",
+    "the superuser's role by set_config": "SELECT set_config('role', 'postgres', false), wipe_as_owner()",
+    "COPY TO PROGRAM": "COPY (SELECT 1) TO PROGRAM 'touch {marker}'",
+    "a function that writes, as its caller": "SELECT wipe_as_caller()",
+    "a function that writes, as its owner": "SELECT wipe_as_owner()",
+    "a data-modifying WITH": "WITH d AS (DELETE FROM users RETURNING 1) SELECT count(*) FROM d",
+    "SELECT INTO": "SELECT * INTO users_copy FROM users",
+    "a sequence moved": "SELECT setval('songplays_songplay_id_seq', 1)",
+    "a large object made": "SELECT lo_from_bytea(0, 'x')",
+    "a quote a backslash may escape": "SELECT '\\'; DELETE FROM users; --'",
+}
+
+
+@pytest.mark.parametrize("kind", ATTEMPTS)
+def test_no_text_changes_data(loaded, tmp_path, kind):
+    for wiper in WIPERS:
+        query(loaded, wiper + "; SELECT 1")
+    marker = tmp_path / "copied-to-program"
+    before = state(loaded)
+    out = run_script("analytics.py", "--config", str(loaded.path), "--sql", ATTEMPTS[kind].format(marker=marker))
+    assert out.returncode == 1, out.stdout
+    assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("analytics.py: error: ")
+    assert state(loaded) == before and before[0]["users"]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("text, statement", [
+    ("SELECT 1;", "SELECT 1"), ("SELECT 1; -- done\n", "SELECT 1"), ("SELECT ';'", "SELECT ';'"),
+    ('SELECT 1 AS ";"', 'SELECT 1 AS ";"'), ("SELECT $$;$$", "SELECT $$;$$"),
+    ("SELECT $a$ ; $$ ; $a$", "SELECT $a$ ; $$ ; $a$"), ("SELECT 1 /* /* ; */ ; */", "SELECT 1 /* /* ; */ ; */"),
+    ("SELECT E'\\';'", "SELECT E'\\';'"), ("  (VALUES (1))", "  (VALUES (1))"),
+])
+def test_one_statement(text, statement):
+    assert analytics.one_statement(text) == statement
+
+
+@pytest.mark.parametrize("text", ["SELECT 1; SELECT 2", "SELECT $a$;$a$; DELETE FROM users",
+                                  "SELECT 1 /* ; */; DELETE FROM users",
+                                  "SELECT '\\'; DELETE FROM users; --'", "COMMIT", "", " ; ", "-- nothing"])
+def test_not_one_select(text):
+    with pytest.raises(UserError):
+        analytics.one_statement(text)
+
+
+def test_the_server_refuses_what_is_not_a_select(loaded):
+    """The cursor is the rule, not the client's first-word check: a COMMIT or a write is refused
+    by the server itself."""
+    conn = analytics.open_reader(loaded)
+    try:
+        for text in ("COMMIT", "DELETE FROM users", "SELECT 1; DELETE FROM users"):
+            with pytest.raises(UserError):
+                analytics.stream(conn, text)
+    finally:
+        conn.close()
+    assert len(table(loaded, "users")) == 2
+
+
+def test_queries_run_as_a_role_that_may_only_read(loaded):
+    out = run_script("analytics.py", "--config", str(loaded.path), "--csv", "--sql",
+                     "SELECT session_user, current_user, r.rolsuper, r.rolcreaterole, r.rolcreatedb, "
+                     "(SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid) AS member_of "
+                     "FROM pg_roles r WHERE r.rolname = current_user")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1] == "sparkify_reader,sparkify_reader,f,f,f,0"
+    privileges = query(loaded, "SELECT t, p FROM unnest(%s::text[]) t, unnest(%s::text[]) p "
+                               "WHERE has_table_privilege('sparkify_reader', t, p)",
+                       (list(sql_queries.TABLES), ["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"]))
+    assert sorted(privileges) == sorted((t, "SELECT") for t in sql_queries.TABLES)
+
+
+def socket_dir(cfg):
+    return parse_qs(urlparse(db.embedded_uri(cfg.data_dir)).query)["host"][0]
+
+
+def test_another_postgresql_takes_the_reader_role(loaded, tmp_path):
+    """A server named by HOST (here the embedded one, through its socket, as postgres)."""
+    cfg = tmp_path / "remote.cfg"
+    cfg.write_text(f"[CLUSTER]\nHOST={socket_dir(loaded)}\nDB_USER=postgres\nDB_NAME=postgres\n")
+    out = run_script("analytics.py", "--config", str(cfg), "--csv", "--sql", "SELECT session_user, current_user")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1] == "postgres,sparkify_reader"
+    before = state(loaded)
+    out = run_script("analytics.py", "--config", str(cfg), "--sql", "COMMIT; DELETE FROM users")
+    assert out.returncode == 1 and state(loaded) == before
+
+
+def test_a_reader_user_of_your_own(loaded, tmp_path):
+    query(loaded, "DROP ROLE IF EXISTS analyst; CREATE ROLE analyst LOGIN; SELECT 1")
+    cfg = tmp_path / "own.cfg"
+    cfg.write_text(f"[LOCAL]\nDATA_DIR = {loaded.data_dir}\n[S3]\nSONG_DATA = {loaded.song_data}\n"
+                   f"LOG_DATA = {loaded.log_data}\n")
+    remote = tmp_path / "remote.cfg"
+    remote.write_text(f"[CLUSTER]\nHOST={socket_dir(loaded)}\nDB_USER=postgres\nREADER_USER=analyst\n")
+    created = run_script("create_tables.py", "--config", str(remote), "--yes")
+    assert created.returncode == 0, created.stderr
+    out = run_script("analytics.py", "--config", str(remote), "--csv", "--sql", "SELECT session_user, count(*) FROM users")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1] == "analyst,0"
+    assert query(loaded, "SELECT has_table_privilege('analyst', 'users', 'DELETE')") == [(False,)]
+
+
+def test_csv_is_exact(loaded):
+    sql = ("SELECT 511.16363::float8 AS duration, 123456789.123::float8 AS big, 0.1::float4 AS small, "
+           "1e300::float8 * 10 AS huge, 12.50::numeric AS price, '{\"a\": [1, 2.50]}'::json AS j, "
+           "'{\"b\":1}'::jsonb AS jb, true AS yes, false AS no, interval '1 day 2 hours' AS span, "
+           "TIMESTAMP '2018-11-30 00:22:07.796' AS at, NULL::int AS nothing, ARRAY[1, 2] AS list")
+    out = run_script("analytics.py", "--config", str(loaded.path), "--csv", "--sql", sql)
+    assert out.returncode == 0, out.stderr
+    assert list(csv.reader(io.StringIO(out.stdout)))[1] == [
+        "511.16363", "123456789.123", "0.1", "1e+301", "12.50", '{"a": [1, 2.50]}', '{"b": 1}', "t", "f",
+        "1 day 02:00:00", "2018-11-30 00:22:07.796", "", "{1,2}"]
+
+
+def rss_of_analytics(cfg, out_path, *args):
+    """Peak memory (KiB) of analytics.py run with args, its output written to out_path."""
+    code = ("import atexit, resource, runpy, sys\n"
+            "atexit.register(lambda: print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+            "file=sys.stderr))\n"
+            f"sys.argv = ['analytics.py', *{list(args)!r}]\n"
+            "runpy.run_path('analytics.py', run_name='__main__')\n")
+    with open(out_path, "w") as out:
+        done = subprocess.run([sys.executable, "-c", code, "--config", str(cfg.path)], stdout=out,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return int(done.stderr.split("maxrss")[-1])
+
+
+@pytest.mark.parametrize("as_csv", [True, False], ids=["csv", "table"])
+def test_a_large_result_streams_in_bounded_memory(loaded, tmp_path, as_csv):
+    """Two million rows (about 90 MB as text) pass through about one page of memory."""
+    sql = "SELECT g AS n, md5(g::text) AS hash FROM generate_series(1, 2000000) g"
+    baseline = rss_of_analytics(loaded, tmp_path / "small.txt", "--config", str(loaded.path), "--sql",
+                                sql.replace("2000000", "1000"), *(["--csv"] if as_csv else []))
+    peak = rss_of_analytics(loaded, tmp_path / "out.txt", "--config", str(loaded.path), "--sql", sql,
+                            *(["--csv"] if as_csv else []))
+    with open(tmp_path / "out.txt") as f:
+        lines = sum(1 for _ in f)
+    assert lines == 2_000_000 + (1 if as_csv else 2)
+    assert peak - baseline < 20_000, (peak, baseline)  # KiB: the whole result would be hundreds of MB
+
+
+def test_the_report_as_csv_has_a_title_line_per_section(loaded):
+    out = run_script("analytics.py", "--config", str(loaded.path), "--csv")
+    assert out.returncode == 0, out.stderr
+    sections = out.stdout.split("\n\n")
+    assert [s.splitlines()[0] for s in sections] == [f"# {t}" for t, _ in sql_queries.analytics_queries]
+    top_users = next(s for s in sections if s.startswith("# Top users"))
+    assert list(csv.reader(io.StringIO(top_users)))[1:] == [["user_id", "name", "level", "plays"],
+                                                            ["5", "Ann Lee", "free", "1"],
+                                                            ["6", "Ann Lee", "paid", "1"]]
+
+
+def test_one_section_by_name(loaded):
+    out = run_script("analytics.py", "--config", str(loaded.path), "--csv", "--section", "top-users")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["user_id,name,level,plays", "5,Ann Lee,free,1", "6,Ann Lee,paid,1"]
+    table_out = run_script("analytics.py", "--config", str(loaded.path), "--section", "busiest-hours-utc")
+    assert table_out.stdout.splitlines()[0] == "== Busiest hours (UTC) =="
+    wrong = run_script("analytics.py", "--config", str(loaded.path), "--section", "top-songs")
+    assert wrong.returncode == 2
+    assert "invalid choice: 'top-songs'" in wrong.stderr and "most-played-songs" in wrong.stderr
+    assert "top-locations" in run_script("analytics.py", "--help").stdout
+
+
+def test_a_reader_that_stops_reading_ends_it_quietly(loaded):
+    """`analytics.py | head -1`, with a real pipe: more output than the pipe holds."""
+    p = subprocess.Popen([sys.executable, "analytics.py", "--config", str(loaded.path), "--sql",
+                          "SELECT g FROM generate_series(1, 200000) g"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read()
+    assert (first.strip(), p.wait(timeout=60), err) == (b"g", 0, b"")
+
+
+# --- create_tables.py asks before dropping data ------------------------------------------------
+def test_create_tables_refuses_to_drop_rows_without_yes(loaded):
+    before = state(loaded)
+    out = run_script("create_tables.py", "--config", str(loaded.path))
+    assert out.returncode == 4
+    assert out.stderr.strip().splitlines() == [
+        f"create_tables.py: error: embedded PostgreSQL at {loaded.data_dir} holds data: songplays (2 rows), "
+        "users (2 rows), songs (1 rows), artists (1 rows), time (1 rows); run with --yes to drop it"]
+    assert state(loaded) == before
+    out = run_script("create_tables.py", "--config", str(loaded.path), "--yes")
+    assert out.returncode == 0, out.stderr
+    assert not any(state(loaded)[0].values())
+
+
+@pytest.mark.parametrize("answer, code", [("n", 4), ("y", 0)])
+def test_create_tables_asks_at_a_terminal(loaded, answer, code):
+    controller, terminal = pty.openpty()
+    p = subprocess.Popen([sys.executable, "create_tables.py", "--config", str(loaded.path)], cwd=ROOT,
+                         stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.write(controller, answer.encode() + b"\n")
+    out, err = p.communicate(timeout=60)
+    os.close(controller), os.close(terminal)
+    assert p.returncode == code, err
+    assert "holds data: songplays (2 rows)" in err and "Drop every table and start empty? [y/N]" in out
+    assert bool(table(loaded, "users")) == (answer == "n")
+
+
+def test_create_tables_asks_nothing_of_an_empty_or_new_warehouse(make_cfg):
+    cfg = make_cfg()
+    reset(cfg)  # tables, no rows
+    assert run_script("create_tables.py", "--config", str(cfg.path)).returncode == 0
+    query(cfg, "; ".join(f"DROP TABLE {t}" for t in sql_queries.TABLES) + "; SELECT 1")  # none at all
+    out = run_script("create_tables.py", "--config", str(cfg.path))
+    assert out.returncode == 0, out.stderr
+    assert "dropped 0 existing tables, created 8" in out.stdout

@@ -743,7 +743,8 @@ WHERE table_schema = current_schema() AND table_name IN %s"""
 # so no text it is given can change data. On the embedded server it logs in (the server trusts
 # its unix socket, and listens on nothing else); on another PostgreSQL it cannot log in and the
 # loading user, made a member, takes it with SET ROLE; or [CLUSTER] READER_USER names a user of
-# your own (on Redshift, the only way), which create_tables.py grants SELECT to.
+# your own (on Redshift, the only way; not used by the embedded server), which create_tables.py
+# grants SELECT to.
 READER_ROLE = "sparkify_reader"
 
 
@@ -757,7 +758,13 @@ reader_role_exists = "SELECT 1 FROM pg_roles WHERE rolname = %s"
 reader_role_create = {"embedded": "CREATE ROLE {reader} LOGIN", "postgres": "CREATE ROLE {reader} NOLOGIN"}
 reader_role_member = "GRANT {reader} TO CURRENT_USER"
 reader_is_member = "SELECT pg_has_role(current_user, %s, 'MEMBER')"
-reader_grants = ["GRANT USAGE ON SCHEMA {schema} TO {reader}", "GRANT SELECT ON {tables} TO {reader}"]
+reader_grants = {
+    # The embedded server holds the warehouse only: the predefined role that reads every table
+    # (PostgreSQL 14+) and puts no grant on any one of them, so a first load may still swap a
+    # table in whole (see swappable).
+    "embedded": ["GRANT pg_read_all_data TO {reader}"],
+    "server": ["GRANT USAGE ON SCHEMA {schema} TO {reader}", "GRANT SELECT ON {tables} TO {reader}"],
+}
 reader_set_role = "SET ROLE {reader}"
 
 

@@ -114,10 +114,11 @@ def test_the_server_refuses_what_is_not_a_select(loaded):
 def test_queries_run_as_a_role_that_may_only_read(loaded):
     out = run_script("analytics.py", "--config", str(loaded.path), "--csv", "--sql",
                      "SELECT session_user, current_user, r.rolsuper, r.rolcreaterole, r.rolcreatedb, "
-                     "(SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid) AS member_of "
+                     "(SELECT string_agg(m.roleid::regrole::text, ' ') FROM pg_auth_members m "
+                     " WHERE m.member = r.oid) AS member_of "
                      "FROM pg_roles r WHERE r.rolname = current_user")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[1] == "sparkify_reader,sparkify_reader,f,f,f,0"
+    assert out.stdout.splitlines()[1] == "sparkify_reader,sparkify_reader,f,f,f,pg_read_all_data"
     privileges = query(loaded, "SELECT t, p FROM unnest(%s::text[]) t, unnest(%s::text[]) p "
                                "WHERE has_table_privilege('sparkify_reader', t, p)",
                        (list(sql_queries.TABLES), ["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"]))
@@ -264,3 +265,36 @@ def test_create_tables_asks_nothing_of_an_empty_or_new_warehouse(make_cfg):
     out = run_script("create_tables.py", "--config", str(cfg.path))
     assert out.returncode == 0, out.stderr
     assert "dropped 0 existing tables, created 8" in out.stdout
+
+
+# Amazon Redshift Database Developer Guide, "DECLARE" (https://docs.aws.amazon.com/redshift/latest/dg/declare.html):
+# `DECLARE cursor_name CURSOR FOR query`, inside a transaction block, one cursor open per session;
+# "FETCH" (https://docs.aws.amazon.com/redshift/latest/dg/fetch.html): `FETCH FORWARD count FROM cursor`,
+# count at most 1000 on a single-node cluster.
+REDSHIFT_CURSOR = {
+    "declare": r"DECLARE (\w+) CURSOR FOR (?s:.+)",
+    "fetch": r"FETCH FORWARD (\d+) FROM (\w+)",
+    "close": r"CLOSE (\w+)",
+    "max_fetch": 1000,
+}
+
+
+def test_the_cursor_statements_are_ones_redshift_takes(loaded, monkeypatch):
+    import argparse
+    import re
+    sent, execute = [], analytics._execute
+    monkeypatch.setattr(analytics, "_execute", lambda conn, cur, s: (sent.append((s, conn.autocommit)),
+                                                                      execute(conn, cur, s)))
+    analytics.main(loaded, argparse.Namespace(sql=None, section=None, csv=True))
+    analytics.main(loaded, argparse.Namespace(sql="SELECT g FROM generate_series(1, 2500) g", section=None, csv=True))
+    open_cursors = 0
+    for statement, autocommit in sent:
+        if m := re.fullmatch(REDSHIFT_CURSOR["declare"], statement):
+            assert open_cursors == 0 and not autocommit  # psycopg2 sends BEGIN first: a transaction block
+            open_cursors = 1
+        elif m := re.fullmatch(REDSHIFT_CURSOR["fetch"], statement):
+            assert open_cursors == 1 and int(m[1]) <= REDSHIFT_CURSOR["max_fetch"]
+        else:
+            assert re.fullmatch(REDSHIFT_CURSOR["close"], statement) and open_cursors == 1
+            open_cursors = 0
+    assert [s for s, _ in sent].count(f"FETCH FORWARD {analytics.PAGE} FROM {analytics.CURSOR}") == 6 + 3

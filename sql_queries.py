@@ -758,13 +758,7 @@ reader_role_exists = "SELECT 1 FROM pg_roles WHERE rolname = %s"
 reader_role_create = {"embedded": "CREATE ROLE {reader} LOGIN", "postgres": "CREATE ROLE {reader} NOLOGIN"}
 reader_role_member = "GRANT {reader} TO CURRENT_USER"
 reader_is_member = "SELECT pg_has_role(current_user, %s, 'MEMBER')"
-reader_grants = {
-    # The embedded server holds the warehouse only: the predefined role that reads every table
-    # (PostgreSQL 14+) and puts no grant on any one of them, so a first load may still swap a
-    # table in whole (see swappable).
-    "embedded": ["GRANT pg_read_all_data TO {reader}"],
-    "server": ["GRANT USAGE ON SCHEMA {schema} TO {reader}", "GRANT SELECT ON {tables} TO {reader}"],
-}
+reader_grants = ["GRANT USAGE ON SCHEMA {schema} TO {reader}", "GRANT SELECT ON {tables} TO {reader}"]
 reader_set_role = "SET ROLE {reader}"
 
 

@@ -118,7 +118,7 @@ def test_queries_run_as_a_role_that_may_only_read(loaded):
                      " WHERE m.member = r.oid) AS member_of "
                      "FROM pg_roles r WHERE r.rolname = current_user")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[1] == "sparkify_reader,sparkify_reader,f,f,f,pg_read_all_data"
+    assert out.stdout.splitlines()[1] == "sparkify_reader,sparkify_reader,f,f,f,"
     privileges = query(loaded, "SELECT t, p FROM unnest(%s::text[]) t, unnest(%s::text[]) p "
                                "WHERE has_table_privilege('sparkify_reader', t, p)",
                        (list(sql_queries.TABLES), ["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"]))

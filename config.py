@@ -28,7 +28,8 @@ SECRET_KEYS = (("CLUSTER", "db_password"), ("CLUSTER", "reader_password"), ("DWH
 # Every key some script reads, by section (dwh.cfg.example documents each); any other gets a
 # warning naming the closest one, so a misspelled key is not silently ignored.
 KNOWN_KEYS = {
-    "CLUSTER": ("host", "engine", "db_name", "db_user", "db_password", "db_port", "allowed_cidr"),
+    "CLUSTER": ("host", "engine", "db_name", "db_user", "db_password", "db_port", "allowed_cidr",
+                "reader_user", "reader_password"),
     "IAM_ROLE": ("arn",),
     "S3": ("log_data", "log_jsonpath", "song_data", "region"),
     "AWS": ("key", "secret", "region", "anonymous"),

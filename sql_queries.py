@@ -462,10 +462,13 @@ LOAD_ERROR_TABLES = {
     "serverless": {"table": "sys_load_error_detail", "query": "query_id", "file": "file_name",
                    "column": "column_name", "reason": "error_message", "line": "NULL"},
 }
+# Redshift keeps at most 1,024 characters of a line (raw_line is CHAR(1024), multibyte
+# characters as periods), so record_bytes is NULL there: the size is not known; file and
+# line_no say where the whole record is.
 _load_error_insert = """
-INSERT INTO load_errors (run_id, source, file, line_no, reason, raw)
+INSERT INTO load_errors (run_id, source, file, line_no, reason, record, record_bytes)
 SELECT %(run_id)s, %(source)s, LEFT(TRIM({file}), 1024), line_number,
-       LEFT(TRIM({column}) || ': ' || TRIM({reason}), 1024), LEFT({line}, 2048)
+       LEFT(TRIM({column}) || ': ' || TRIM({reason}), 1024), {line}, NULL
 FROM {table} WHERE {query} = %(query_id)s"""
 _load_error_first = """
 SELECT TRIM({file}), line_number, TRIM({column}), TRIM({reason})

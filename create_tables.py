@@ -14,11 +14,11 @@ from errors import UserError
 
 log = logging.getLogger("sparkify")
 
-KEPT = sql_queries.STAR_TABLES + ("load_errors",)  # what a drop loses (staging is refilled every run)
+KEPT = tuple(t.name for t in sql_queries.REGISTRY if t.role != "staging")  # staging is refilled every run
 
 
 def tables_with_rows(conn):
-    """{table: rows} of the star tables and load_errors that hold any."""
+    """{table: rows} of the tables a drop would lose (all but staging) that hold any."""
     present = [t for t in KEPT if t not in db.missing_tables(conn, KEPT)]
     counts = db.row_counts(conn, present)
     conn.rollback()
@@ -29,7 +29,7 @@ def confirm_drop(cfg, held):
     """Go on only if nothing would be lost, or the user says yes at the terminal."""
     if not held:
         return
-    what = ", ".join(f"{t} ({n:,} rows)" for t, n in held.items())
+    what = ", ".join(f"{t} ({n:,} row{'s' * (n != 1)})" for t, n in held.items())
     if not sys.stdin.isatty():
         raise UserError(f"{cfg.describe()} holds data: {what}; run with --yes to drop it", exit_code=4)
     print(f"{cfg.describe()} holds data: {what}.", file=sys.stderr)

@@ -36,7 +36,7 @@ def pg_data_dir(tmp_path_factory):
 
 @pytest.fixture
 def make_cfg(tmp_path, tmp_path_factory, pg_data_dir, monkeypatch):
-    """make_cfg(songs=..., logs=..., **sections) -> Config read from a dwh.cfg the test wrote."""
+    """make_cfg(songs=..., logs=..., s3={key: value}, **etl) -> Config read from a dwh.cfg the test wrote."""
     # The embedded server reads local source files itself (staging.read_on_server); as root it
     # runs as another user, so the test's folder (0700 from pytest) is opened to it.
     base = tmp_path_factory.getbasetemp()
@@ -45,11 +45,12 @@ def make_cfg(tmp_path, tmp_path_factory, pg_data_dir, monkeypatch):
     monkeypatch.delenv("DWH_CONFIG", raising=False)
     monkeypatch.delenv("DWH_DB_PASSWORD", raising=False)
 
-    def make(songs=SAMPLE_SONGS, logs=SAMPLE_LOGS, text="", name="dwh.cfg", **etl):
+    def make(songs=SAMPLE_SONGS, logs=SAMPLE_LOGS, text="", name="dwh.cfg", s3=None, **etl):
         path = tmp_path / name
         etl_lines = "".join(f"{k.upper()} = {v}\n" for k, v in etl.items())
+        s3_lines = "".join(f"{k.upper()} = {v}\n" for k, v in (s3 or {}).items())
         path.write_text(f"[LOCAL]\nDATA_DIR = {pg_data_dir}\n\n[S3]\nSONG_DATA = {songs}\n"
-                        f"LOG_DATA = {logs}\n\n[ETL]\n{etl_lines}\n{text}")
+                        f"LOG_DATA = {logs}\n{s3_lines}\n[ETL]\n{etl_lines}\n{text}")
         path.chmod(0o600)
         return load_config(str(path))
     return make

@@ -365,7 +365,7 @@ def run_redshift(cfg, conn, max_errors=None, days=None, s3=None):
     started = time.monotonic()
     sources, s3 = find_sources(cfg, s3, days)
     copies, manifests = staging.copy_plan(cfg, sources, result.run_id, days)
-    if isinstance(conn, db.RecordingConnection):
+    if db.is_dry_run(conn):
         for uri, manifest in manifests.items():
             log.info("dry run: would write manifest %s (%s)", uri, staging.plural(len(manifest["entries"]), "file"))
     else:

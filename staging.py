@@ -383,6 +383,7 @@ class RowStream:
         self.file_rows = []           # (file_id, path, first row id)
         self.errors = []              # load_errors rows found here (at most ERRORS_KEPT)
         self.error_count = 0
+        self.failure = None           # a UserError raised while reading (psycopg2 reports only that read failed)
         self._blocks = self._generate()
 
     def read(self, size=-1):
@@ -391,11 +392,15 @@ class RowStream:
         # Small rows (one per song file) are gathered into one block: a COPY message per row
         # would cost a round through libpq, and the GIL, per file.
         parts, size = [], 0
-        for piece in self._blocks:
-            parts.append(piece)
-            size += len(piece)
-            if size >= GATHER:
-                break
+        try:
+            for piece in self._blocks:
+                parts.append(piece)
+                size += len(piece)
+                if size >= GATHER:
+                    break
+        except UserError as e:
+            self.failure = e
+            raise
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _generate(self):
@@ -639,7 +644,12 @@ def stream_files(cur, source, files, run_id, s3, progress, cancel):
         cur.execute(q[name])
     stream = RowStream(files, source == "song_data", s3, run_id, source, progress, cancel)
     started = time.monotonic()
-    cur.copy_expert(q["raw_copy"], stream, size=BLOCK)
+    try:
+        cur.copy_expert(q["raw_copy"], stream, size=BLOCK)
+    except psycopg2.Error:
+        if stream.failure:  # psycopg2 says only "error in .read() call": the reason is ours
+            raise stream.failure
+        raise
     copied = time.monotonic()
     psycopg2.extras.execute_values(cur, q["raw_files_insert"], stream.file_rows)
     loaded = cast_to_staging(cur, table, raw)

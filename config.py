@@ -12,6 +12,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from errors import UserError
@@ -31,7 +32,7 @@ KNOWN_KEYS = {
     "CLUSTER": ("host", "engine", "db_name", "db_user", "db_password", "db_port", "allowed_cidr",
                 "reader_user", "reader_password"),
     "IAM_ROLE": ("arn",),
-    "S3": ("log_data", "log_jsonpath", "song_data", "region"),
+    "S3": ("log_data", "log_jsonpath", "song_data", "region", "log_date_pattern", "manifest_prefix"),
     "AWS": ("key", "secret", "region", "anonymous"),
     "DWH": ("dwh_cluster_type", "dwh_num_nodes", "dwh_node_type", "dwh_base_rpu", "dwh_max_rpu_hours",
             "dwh_iam_role_name", "dwh_cluster_identifier", "dwh_db", "dwh_db_user", "dwh_db_password",
@@ -49,6 +50,10 @@ GROUPS = ("warehouse", "sources", "aws")
 S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\x00-\x1f\x7f'\\]*)?$")
 ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[A-Za-z0-9+=,.@_\-/]{1,512}$")
 REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+# A day's log files: their path under LOG_DATA starts with the day written in this strftime
+# pattern (the course's log_data/2018/11/2018-11-05-events.json). Only date directives.
+LOG_DATE_PATTERN = "%Y/%m/%Y-%m-%d"
+DATE_DIRECTIVES = set("Ymdjy%")
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,8 @@ class Config:
     song_data: str = str(ROOT / "data" / "song_data")
     log_data: str = str(ROOT / "data" / "log_data")
     log_jsonpath: str = "auto"
+    log_date_pattern: str = LOG_DATE_PATTERN  # [S3] LOG_DATE_PATTERN: a day's files, by their path
+    manifest_prefix: str = ""         # [S3] MANIFEST_PREFIX: where Redshift's COPY manifests are written
     iam_role_arn: str = ""
     region: str = ""                  # [AWS] REGION: where the cluster is
     data_region: str = ""             # [S3] REGION: where the data is (COPY's REGION)
@@ -285,6 +292,9 @@ def build_config(sections, path, environ):
         song_data=checked("sources", lambda: source("song_data", defaults.song_data), defaults.song_data),
         log_data=checked("sources", lambda: source("log_data", defaults.log_data), defaults.log_data),
         log_jsonpath=checked("sources", lambda: _jsonpath(get("S3", "log_jsonpath"), path), "auto"),
+        log_date_pattern=checked("sources", lambda: date_pattern(get("S3", "log_date_pattern"), path),
+                                 LOG_DATE_PATTERN),
+        manifest_prefix=checked("sources", lambda: _manifest_prefix(get, path), ""),
         iam_role_arn=checked("sources", role_arn, ""),
         region=checked("aws", lambda: _optional(get("AWS", "region"), REGION, "[AWS] REGION",
                                                  "a region name like us-west-2", path), ""),
@@ -366,6 +376,44 @@ def _jsonpath(value, path):
     if not value or value.lower() == "auto":
         return "auto"
     return check_s3_uri(value, "[S3] LOG_JSONPATH", path)
+
+
+def date_pattern(value, path=None):
+    """[S3] LOG_DATE_PATTERN, checked: date directives only, and a different text for every day."""
+    where = f"{path}: " if path else ""
+    pattern = value or LOG_DATE_PATTERN
+    unknown = sorted({"%" + d for d in re.findall(r"%(.?)", pattern.replace("%%", ""))} - {"%" + d for d in DATE_DIRECTIVES})
+    if unknown:
+        raise UserError(f"{where}[S3] LOG_DATE_PATTERN may hold only the date directives %Y %m %d %j %y, "
+                        f"not {unknown[0]!r}: {pattern!r}")
+    if re.search(r"[\\'\x00-\x1f\x7f]", pattern) or pattern.startswith("/"):
+        raise UserError(f"{where}[S3] LOG_DATE_PATTERN must be a path under LOG_DATA (no leading /, quote, "
+                        f"backslash or control character): {pattern!r}")
+    days = [date(2018, 11, 5), date(2018, 11, 6), date(2018, 12, 5), date(2019, 11, 5)]
+    if len({d.strftime(pattern) for d in days}) < len(days):
+        raise UserError(f"{where}[S3] LOG_DATE_PATTERN must tell every day apart (year, month and day, "
+                        f"e.g. {LOG_DATE_PATTERN}): {pattern!r}")
+    return pattern
+
+
+def _manifest_prefix(get, path):
+    """[S3] MANIFEST_PREFIX: an s3:// folder outside the sources (nothing is written to them)."""
+    value = get("S3", "manifest_prefix")
+    if not value:
+        return ""
+    check_s3_uri(value, "[S3] MANIFEST_PREFIX", path)
+    for key in ("log_data", "song_data"):
+        source = get("S3", key)
+        if source.startswith("s3://") and (_inside(value, source) or _inside(source, value)):
+            raise UserError(f"{path}: [S3] MANIFEST_PREFIX must be outside the sources, "
+                            f"not overlap [S3] {key.upper()} ({value} and {source})")
+    return value
+
+
+def _inside(uri, folder):
+    """Whether uri is folder or under it (as S3 key prefixes go, a folder is its name and a /)."""
+    uri, folder = uri.rstrip("/") + "/", folder.rstrip("/") + "/"
+    return uri.startswith(folder)
 
 
 def warn_if_readable(path):

@@ -375,6 +375,11 @@ class RecordingCursor:
         return self.rows or []
 
 
+def is_dry_run(conn):
+    """Whether conn only records (a dry run): then nothing else may change either (S3 included)."""
+    return isinstance(conn, RecordingConnection)
+
+
 @contextlib.contextmanager
 def dry_run(answers=None):
     """Inside: every connection records its statements instead of connecting."""

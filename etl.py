@@ -1,6 +1,9 @@
 """Load the Sparkify warehouse: the source files into staging, then the star tables
 (songplays, users, songs, artists, time) in one transaction, then a summary.
 
+--date DAY, or --from DAY --to DAY, loads only the log files of those days (found by the
+date in their path, [S3] LOG_DATE_PATTERN); song data as configured.
+
 Running it again over the same input changes nothing; a later batch of logs adds its
 plays and moves users to their newest level. Bad records are set aside in load_errors
 (up to --max-errors of them); past that nothing in the star tables changes.
@@ -15,7 +18,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import psycopg2
 
@@ -31,6 +34,7 @@ log = logging.getLogger("sparkify")
 @dataclass
 class EtlResult:
     run_id: str
+    days: list = field(default_factory=list)        # the log days loaded ([] : every log file)
     staged: list = field(default_factory=list)      # [staging.StagingResult]
     before: dict = field(default_factory=dict)      # loaded table, load_errors -> rows before the run
     after: dict = field(default_factory=dict)       # every table -> rows after the run
@@ -53,13 +57,18 @@ def new_run_id():
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}"
 
 
-def find_sources(cfg, s3=None):
-    """Every source file, listed and checked readable before anything changes: a missing or
-    empty source stops here. Returns ({source: staging.Found}, the S3 client if any)."""
+def find_sources(cfg, s3=None, days=None):
+    """Every source file (of the log files, those of `days` if given), listed and checked
+    readable before anything changes: a missing or empty source, or a day without a log
+    file, stops here. Returns ({source: staging.Found}, the S3 client if any)."""
     if any(loc.startswith("s3://") for loc in (cfg.song_data, cfg.log_data)) and s3 is None:
         s3 = staging.s3_client(cfg)
-    return {source: staging.discover(getattr(cfg, source), f"[S3] {source.upper()}", s3)
-            for source in staging.SOURCES}, s3
+    sources = {source: staging.discover(getattr(cfg, source), f"[S3] {source.upper()}", s3)
+               for source in staging.SOURCES}
+    if days:
+        sources["log_data"] = staging.select_days(sources["log_data"], cfg.log_data, days,
+                                                  cfg.log_date_pattern, "[S3] LOG_DATA")
+    return sources, s3
 
 
 def load_staging(cfg, conn, sources, run_id, s3=None):
@@ -235,14 +244,14 @@ def run_checks(conn, engine):
     return found
 
 
-def run_etl(cfg, max_errors=None, wait=True, s3=None):
-    """The whole load on PostgreSQL. Returns an EtlResult."""
+def run_etl(cfg, max_errors=None, wait=True, s3=None, days=None):
+    """The whole load on PostgreSQL (of the log files, those of `days` if given). Returns an EtlResult."""
     max_errors = cfg.max_errors if max_errors is None else max_errors
-    result = EtlResult(new_run_id())
+    result = EtlResult(new_run_id(), days=list(days or []))
     started = time.monotonic()
     # The source folders are walked while the server starts (20,000 song files: 0.2 s).
     with ThreadPoolExecutor(1, thread_name_prefix="list") as lister:
-        listing = lister.submit(find_sources, cfg, s3)
+        listing = lister.submit(find_sources, cfg, s3, days)
         with db.connection(cfg) as conn:
             db.require_tables(conn)
             with db.etl_lock(conn, wait):
@@ -270,43 +279,47 @@ def transform(cfg, conn):
         raise
 
 
-def load_staging_redshift(cfg, conn, run_id, max_errors):
-    """COPY both sources from S3, inside the caller's transaction; return StagingResults.
+def load_staging_redshift(cfg, conn, run_id, max_errors, sources, copies):
+    """Run the COPYs (staging.copy_plan) from S3, inside the caller's transaction; return a
+    StagingResult per source.
 
     Each COPY lets through what remains of max_errors; the records it skipped are copied from
     Redshift's load-error table (by the COPY's query id) into load_errors and counted. More
     than max_errors in all: everything is rolled back.
     """
     kind = "serverless" if "redshift-serverless" in cfg.host else "provisioned"
-    results, copy_ids = [], []
+    results = {source: staging.StagingResult(source, files=len(found.files)) for source, found in sources.items()}
+    copy_ids = []
     with conn.cursor() as cur:
         cur.execute(sql_queries.load_lock)  # one load at a time, until commit
         for q in sql_queries.clear_staging["redshift"]:
             cur.execute(q)
-        for i, (source, (what, table)) in enumerate(staging.SOURCES.items()):
+        for copy in copies:
             started = time.monotonic()
-            set_aside = sum(r.rejected for r in results)
-            copy = sql_queries.copy_table_queries(cfg, max_errors - set_aside)[i]
-            log.info("staging %s: COPY from %s", what, getattr(cfg, source))
+            what, table = staging.SOURCES[copy.source]
+            set_aside = sum(r.rejected for r in results.values())
+            log.info("staging %s: COPY from %s%s", what, copy.uri, " (gzip)" * copy.gzip)
             try:
-                cur.execute(copy)
+                cur.execute(sql_queries.copy_query(cfg, copy, max_errors - set_aside))
             except psycopg2.Error as e:
                 conn.rollback()
                 raise UserError(copy_failure(conn, kind, table, e, copy_ids))
             cur.execute(sql_queries.last_copy_id)
             copy_ids.append(cur.fetchone()[0])
             cur.execute(sql_queries.copy_errors_to_load_errors[kind],
-                        {"run_id": run_id, "source": source, "query_id": copy_ids[-1]})
-            rejected = cur.rowcount
+                        {"run_id": run_id, "source": copy.source, "query_id": copy_ids[-1]})
+            result = results[copy.source]
+            result.rejected += cur.rowcount
             cur.execute(sql_queries.count_rows.format(table=table))
-            results.append(staging.StagingResult(source, loaded=cur.fetchone()[0], rejected=rejected,
-                                                 seconds=time.monotonic() - started))
-            if set_aside + rejected > max_errors:
+            result.loaded = cur.fetchone()[0]
+            result.seconds += time.monotonic() - started
+            total = sum(r.rejected for r in results.values())
+            if total > max_errors:
                 conn.rollback()
                 first = first_load_errors(conn, kind, copy_ids)
-                raise UserError(f"{set_aside + rejected} bad records, more than the {max_errors} allowed "
+                raise UserError(f"{total} bad records, more than the {max_errors} allowed "
                                 f"(--max-errors); nothing was committed{first}")
-    return results
+    return list(results.values())
 
 
 def first_load_errors(conn, kind, copy_ids):
@@ -342,14 +355,23 @@ def copy_failure(conn, kind, table, error, earlier_ids=()):
     return f"COPY {table} failed: {first}; no star table was changed{lines}"
 
 
-def run_redshift(cfg, conn, max_errors=None):
-    """The whole load on Redshift in one transaction: COPY from S3 into staging, then the star."""
+def run_redshift(cfg, conn, max_errors=None, days=None, s3=None):
+    """The whole load on Redshift in one transaction: COPY from S3 into staging (of the log
+    files, those of `days` if given: a COPY per day), then the star. The sources are listed
+    first, so that the COPYs read exactly the files found (staging.copy_plan)."""
     max_errors = cfg.max_errors if max_errors is None else max_errors
     sql_queries.copy_table_queries(cfg)  # a configuration it cannot load stops here
-    result = EtlResult(new_run_id())
+    result = EtlResult(new_run_id(), days=list(days or []))
     started = time.monotonic()
+    sources, s3 = find_sources(cfg, s3, days)
+    copies, manifests = staging.copy_plan(cfg, sources, result.run_id, days)
+    if db.is_dry_run(conn):
+        for uri, manifest in manifests.items():
+            log.info("dry run: would write manifest %s (%s)", uri, staging.plural(len(manifest["entries"]), "file"))
+    else:
+        staging.write_manifests(s3, manifests)
     db.require_tables(conn)
-    result.record_staging(load_staging_redshift(cfg, conn, result.run_id, max_errors))
+    result.record_staging(load_staging_redshift(cfg, conn, result.run_id, max_errors, sources, copies))
     result.record_star(insert_star_tables(conn, "redshift"))
     result.steps["total"] = time.monotonic() - started
     return result
@@ -373,8 +395,14 @@ def summary(result):
                f"{result.after[t] - result.before[t]:+,}" if t in result.before else "",
                ", ".join(changed.get(t, []))]
               for t in sql_queries.TABLES if t in result.after]
-    return "\n".join([f"run {result.run_id}", ""] + columns(["step", "seconds", "notes"], steps, "<><")
+    return "\n".join([f"run {result.run_id}{describe_days(result.days)}", ""] + columns(["step", "seconds", "notes"], steps, "<><")
                      + [""] + columns(["table", "rows", "added", "notes"], tables, "<>><"))
+
+
+def describe_days(days):
+    if not days:
+        return ""
+    return f" (log days {days[0]} to {days[-1]})" if len(days) > 1 else f" (log day {days[0]})"
 
 
 def columns(header, rows, align):
@@ -386,7 +414,7 @@ def columns(header, rows, align):
 
 def as_json(result):
     """The summary's facts as JSON."""
-    return json.dumps({"run_id": result.run_id, "steps": result.steps, "before": result.before,
+    return json.dumps({"run_id": result.run_id, "days": [str(d) for d in result.days], "steps": result.steps, "before": result.before,
                        "after": result.after,
                        "changed": [{"table": t, "action": action, "counted_as": label, "rows": rows}
                                    for t, action, label, rows in result.changed],
@@ -403,10 +431,37 @@ def main(cfg, args):
 
 
 def load(cfg, args):
+    days = days_to_load(args)
     if cfg.engine == "redshift":
         with db.connection(cfg) as conn:
-            return run_redshift(cfg, conn, args.max_errors)
-    return run_etl(cfg, args.max_errors, wait=not args.no_wait)
+            return run_redshift(cfg, conn, args.max_errors, days)
+    return run_etl(cfg, args.max_errors, wait=not args.no_wait, days=days)
+
+
+def days_to_load(args):
+    """The days of --date, or of --from to --to (both included), in order; None: every log file."""
+    day, first, last = (getattr(args, name, None) for name in ("date", "from_day", "to_day"))
+    if day and (first or last):
+        raise UserError("--date and --from/--to cannot be used together: one day, or a range")
+    if day:
+        return [iso_day(day, "--date")]
+    if not (first or last):
+        return None
+    if not (first and last):
+        raise UserError("--from and --to go together: --from 2018-11-01 --to 2018-11-07 loads those 7 days")
+    first, last = iso_day(first, "--from"), iso_day(last, "--to")
+    if first > last:
+        raise UserError(f"--from {first} is after --to {last}")
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def iso_day(text, option):
+    try:
+        if len(text) != 10:
+            raise ValueError
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"{option} must be a date as YYYY-MM-DD, not {text!r}")
 
 
 def non_negative(text):
@@ -422,6 +477,10 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--dry-run", action="store_true",
                    help="print every SQL statement the load would run, connecting to nothing")
+    p.add_argument("--date", metavar="DAY", help="load only the log files of this day (YYYY-MM-DD)")
+    p.add_argument("--from", dest="from_day", metavar="DAY",
+                   help="with --to: load only the log files of the days from DAY to --to, both included")
+    p.add_argument("--to", dest="to_day", metavar="DAY", help="the last day of --from")
     p.add_argument("--no-wait", action="store_true",
                    help="if another etl.py is loading this warehouse, stop instead of waiting")
 

@@ -79,11 +79,14 @@ def check_serverless(c):
 
 
 def data_uris(cfg):
-    """The S3 sources COPY reads: song and log data, and the JSONPaths file if there is one."""
+    """The S3 locations COPY reads: song and log data, the JSONPaths file if there is one, and
+    the manifests' folder ([S3] MANIFEST_PREFIX) if set. AWS: with REGION, all of them, manifests
+    included, must be in that one region."""
     for key, uri in (("SONG_DATA", cfg.song_data), ("LOG_DATA", cfg.log_data)):
         if not uri.startswith("s3://"):
             raise UserError(f"[S3] {key} must be an s3:// URI for Redshift to read it, not {uri!r}")
-    return [cfg.song_data, cfg.log_data] + ([cfg.log_jsonpath] if cfg.log_jsonpath.startswith("s3://") else [])
+    return ([cfg.song_data, cfg.log_data] + ([cfg.log_jsonpath] if cfg.log_jsonpath.startswith("s3://") else [])
+            + ([cfg.manifest_prefix] if cfg.manifest_prefix else []))
 
 
 def validate(cfg, allow_anywhere=False):

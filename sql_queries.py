@@ -404,12 +404,35 @@ def maxerror(remaining):
     return min(remaining + 1, MAXERROR_LIMIT)
 
 
-def copy_table_queries(cfg, remaining=None):
-    """COPY staging_songs and staging_events from S3, for Redshift; each COPY lets through
-    `remaining` bad records (default: [ETL] MAX_ERRORS), within COPY's limit.
+@dataclass(frozen=True)
+class CopyFrom:
+    """One COPY into a staging table: from a key prefix (every key starting with it), or from a
+    manifest listing the files; GZIP when they are gzipped (it applies to every file of a COPY)."""
+    source: str             # song_data | log_data
+    uri: str                # s3:// key prefix, or the manifest's s3:// URI
+    gzip: bool = False
+    manifest: bool = False
 
-    Each names its columns. Song files' keys are the column names ('auto' matches them
-    exactly); the log files' keys are camelCase, so events need the JSONPaths file, whose
+
+COPY_TARGETS = {"song_data": ("staging_songs", SONG_FIELDS, "[S3] SONG_DATA"),
+                "log_data": ("staging_events", EVENT_FIELDS, "[S3] LOG_DATA")}
+
+
+def folder_copies(cfg):
+    """Each source's folder, plain files: the COPYs when nothing was listed (S3 key prefixes:
+    the folder and a /, so log_data never loads log_data_old/)."""
+    return [CopyFrom(source, getattr(cfg, source).rstrip("/") + "/") for source in COPY_TARGETS]
+
+
+def copy_table_queries(cfg, remaining=None, copies=None):
+    """The COPYs of staging from S3, for Redshift (default: folder_copies); each lets through
+    `remaining` bad records (default: [ETL] MAX_ERRORS), within COPY's limit."""
+    return [copy_query(cfg, c, remaining) for c in (copies or folder_copies(cfg))]
+
+
+def copy_query(cfg, copy, remaining=None):
+    """One COPY. It names its columns. Song files' keys are the column names ('auto' matches
+    them exactly); the log files' keys are camelCase, so events need the JSONPaths file, whose
     paths map to the column list by position (both from EVENT_FIELDS).
     """
     role = sql_literal(cfg.iam_role_arn, "[IAM_ROLE] ARN", ROLE_ARN)
@@ -422,16 +445,15 @@ def copy_table_queries(cfg, remaining=None):
                         "itemInSession is not item_in_session); upload data/log_json_path.json and name it")
     jsonpaths = sql_literal(cfg.log_jsonpath, "[S3] LOG_JSONPATH", S3_URI)
     remaining = cfg.max_errors if remaining is None else remaining
+    table, fields, key = COPY_TARGETS[copy.source]
+    source = sql_literal(copy.uri, "[S3] MANIFEST_PREFIX" if copy.manifest else key, S3_URI)
+    mapping = jsonpaths if copy.source == "log_data" else "'auto'"
+    how = " MANIFEST" * copy.manifest + " GZIP" * copy.gzip  # as AWS's examples: after the format
     # Staging is scratch: skip compression analysis and statistics, the star tables matter.
-    common = f"IAM_ROLE {role} {region} MAXERROR {maxerror(remaining)} COMPUPDATE OFF STATUPDATE OFF"
-    return [
-        f"COPY staging_songs ({_columns(SONG_FIELDS)})\n"
-        f"FROM {sql_literal(cfg.song_data, '[S3] SONG_DATA', S3_URI)}\n"
-        f"{common} FORMAT AS JSON 'auto'",
-        f"COPY staging_events ({_columns(EVENT_FIELDS)})\n"
-        f"FROM {sql_literal(cfg.log_data, '[S3] LOG_DATA', S3_URI)}\n"
-        f"{common} FORMAT AS JSON {jsonpaths}",
-    ]
+    return (f"COPY {table} ({_columns(fields)})\n"
+            f"FROM {source}\n"
+            f"IAM_ROLE {role} {region} MAXERROR {maxerror(remaining)} COMPUPDATE OFF STATUPDATE OFF "
+            f"FORMAT AS JSON {mapping}{how}")
 
 
 def _columns(fields):

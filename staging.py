@@ -1,6 +1,9 @@
 """Fills the staging tables on PostgreSQL: find the source files, load them, cast them to
 typed rows with set-based statements. Nothing is parsed in Python.
 
+Source files are *.json, or *.json.gz decompressed as they are read, in blocks. A daily
+load (select_days) keeps the log files of some days, by the date in their path.
+
 Two paths. The fast one, for local files on the embedded server: the server reads a chunk
 of files itself and casts their lines in one statement (sql_queries.server_read_cast). The
 COPY path, for everything else (S3, a remote PostgreSQL, a file the server refused): each
@@ -13,6 +16,7 @@ line and reason; invalid UTF-8 and NUL bytes are caught here (PostgreSQL text ca
 hold them), everything else by the database. A chunk with any such record takes the
 COPY path, which finds them.
 """
+import gzip
 import json
 import logging
 import os
@@ -20,6 +24,7 @@ import queue
 import re
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor, wait, FIRST_EXCEPTION
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +74,7 @@ class StagingResult:
 @dataclass
 class Found:
     """A source's files, and every path discovery passed over: hidden files and folders, files
-    not named *.json (any case), a folder or file reached a second time through a link."""
+    not named *.json or *.json.gz (any case), a folder or file reached a second time through a link."""
     files: list
     skipped: list
 
@@ -79,20 +84,47 @@ def is_hidden(relative_parts):
 
 
 def is_json(name):
-    return name.lower().endswith(".json")
+    return name.lower().endswith((".json", ".json.gz"))
+
+
+def is_gzip(name):
+    return name.lower().endswith(".gz")
 
 
 def discover(location, what, s3=None):
-    """Every *.json file under location (recursively, following links), skipping hidden files
-    and folders; each local file is checked readable here, before anything changes."""
+    """Every *.json (and *.json.gz) file under location (recursively, following links), skipping
+    hidden files and folders; each local file is checked readable here, before anything changes."""
     found = (discover_s3(location, what, s3 or s3_client()) if location.startswith("s3://")
              else discover_local(location, what))
     if not found.files:
         skipped = f" ({plural(len(found.skipped), 'other entry', 'other entries')} skipped)" if found.skipped else ""
-        raise UserError(f"{what}: no .json files under {location}{skipped}")
+        raise UserError(f"{what}: no .json or .json.gz files under {location}{skipped}")
     for path in found.skipped:
         log.debug("%s: skipped %s", what, path)
     return found
+
+
+def select_days(found, location, days, pattern, what):
+    """The files (and the skipped paths) of these days only: those whose path under location
+    starts with the day written in pattern ([S3] LOG_DATE_PATTERN). A day without a file stops here."""
+    base = folder_of(location)
+    prefixes = {day: base + day.strftime(pattern) for day in days}
+
+    def of_days(path):
+        return any(path.replace(os.sep, "/").startswith(p) for p in prefixes.values())
+    files = [f for f in found.files if of_days(f.path)]
+    missing = [day for day, p in prefixes.items() if not any(f.path.replace(os.sep, "/").startswith(p) for f in files)]
+    if missing:
+        shown = ", ".join(str(d) for d in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        which = f"{shown}" if len(days) == 1 else f"{len(missing)} of the {len(days)} days: {shown}"
+        raise UserError(f"{what}: no log file for {which} (looked for {prefixes[missing[0]]}*, "
+                        f"by [S3] LOG_DATE_PATTERN {pattern})")
+    return Found(files, [p for p in found.skipped if of_days(p)])
+
+
+def folder_of(location):
+    """A source location as a folder: its path and a /."""
+    return location.replace(os.sep, "/").rstrip("/") + "/"
 
 
 def plural(n, word, words=None):
@@ -239,7 +271,34 @@ def list_objects(s3, bucket, prefix, max_keys=None):
 
 
 def open_source(f, s3):
-    """A binary stream with read(n) for a local file or an S3 object."""
+    """A binary stream with read(n) for a local file or an S3 object; a .gz one decompressed
+    as it is read."""
+    body = _open_raw(f, s3)
+    return Gunzipped(body, f.path) if is_gzip(f.path) else body
+
+
+class Gunzipped:
+    """A gzipped stream decompressed while it is read, a block at a time (never whole in
+    memory); a file that is not valid gzip is one clear error naming it."""
+
+    def __init__(self, raw, path):
+        self.raw, self.path = raw, path
+        self.gz = gzip.GzipFile(fileobj=raw, mode="rb")
+
+    def read(self, size=-1):
+        try:
+            return self.gz.read(size)
+        except (OSError, EOFError, zlib.error) as e:
+            raise UserError(f"{self.path}: not a valid gzip file ({e}); nothing was committed")
+
+    def close(self):
+        try:
+            self.gz.close()
+        finally:
+            self.raw.close()
+
+
+def _open_raw(f, s3):
     if f.path.startswith("s3://"):
         from botocore.exceptions import ClientError
         bucket, key = split_s3(f.path)
@@ -324,6 +383,7 @@ class RowStream:
         self.file_rows = []           # (file_id, path, first row id)
         self.errors = []              # load_errors rows found here (at most ERRORS_KEPT)
         self.error_count = 0
+        self.failure = None           # a UserError raised while reading (psycopg2 reports only that read failed)
         self._blocks = self._generate()
 
     def read(self, size=-1):
@@ -332,11 +392,15 @@ class RowStream:
         # Small rows (one per song file) are gathered into one block: a COPY message per row
         # would cost a round through libpq, and the GIL, per file.
         parts, size = [], 0
-        for piece in self._blocks:
-            parts.append(piece)
-            size += len(piece)
-            if size >= GATHER:
-                break
+        try:
+            for piece in self._blocks:
+                parts.append(piece)
+                size += len(piece)
+                if size >= GATHER:
+                    break
+        except UserError as e:
+            self.failure = e
+            raise
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _generate(self):
@@ -513,7 +577,9 @@ def load_shard(cfg, source, todo, files, run_id, s3, progress, cancel, connectio
 
 
 def server_readable(cfg, f):
-    return cfg.embedded and not f.path.startswith("s3://") and f.size <= SERVER_READ_MAX
+    """The embedded server reads plain local files itself; pg_read_file cannot gunzip, so a
+    .gz file takes the COPY path (decompressed here, as it is streamed)."""
+    return cfg.embedded and not f.path.startswith("s3://") and not is_gzip(f.path) and f.size <= SERVER_READ_MAX
 
 
 def chunks(files, max_bytes=SERVER_CHUNK, max_files=1000):
@@ -577,7 +643,12 @@ def stream_files(cur, source, files, run_id, s3, progress, cancel):
         cur.execute(q[name])
     stream = RowStream(files, source == "song_data", s3, run_id, source, progress, cancel)
     started = time.monotonic()
-    cur.copy_expert(q["raw_copy"], stream, size=BLOCK)
+    try:
+        cur.copy_expert(q["raw_copy"], stream, size=BLOCK)
+    except psycopg2.Error:
+        if stream.failure:  # psycopg2 says only "error in .read() call": the reason is ours
+            raise stream.failure
+        raise
     copied = time.monotonic()
     psycopg2.extras.execute_values(cur, q["raw_files_insert"], stream.file_rows)
     loaded = cast_to_staging(cur, table, raw)
@@ -607,3 +678,65 @@ def cast_to_staging(cur, table, raw):
         raise UserError(f"{table}: a record failed that the checks did not catch: "
                         f"{str(e).splitlines()[0]}")
     return cur.rowcount
+
+
+# --- Redshift: the COPYs that load exactly the files found -----------------------------------
+def copy_plan(cfg, sources, run_id, days=None):
+    """The Redshift COPYs that load exactly the files discovery found (the files a PostgreSQL
+    load reads), and the manifests they need first: ([sql_queries.CopyFrom], {uri: manifest}).
+
+    A COPY FROM a key prefix reads every key that starts with it, and GZIP applies to every file
+    of a COPY (tests/redshift_rules.py). So each folder, or each day's key prefix in a daily
+    load, is one COPY when its files are all plain or all gzipped (GZIP then) and no other key
+    starts with it; else one COPY per kind, from a manifest listing its files, written under
+    [S3] MANIFEST_PREFIX (outside the sources: nothing is written to them).
+    """
+    copies, manifests = [], {}
+    for source, found in sources.items():
+        location, what = getattr(cfg, source), f"[S3] {source.upper()}"
+        for label, prefix in copy_prefixes(location, found, days if source == "log_data" else None,
+                                           cfg.log_date_pattern):
+            files = [f for f in found.files if f.path.startswith(prefix)]
+            others = [p for p in found.skipped if p.startswith(prefix) and not p.endswith("/")]
+            kinds = {gz: [f for f in files if is_gzip(f.path) == gz] for gz in (False, True)}
+            kinds = {gz: fs for gz, fs in kinds.items() if fs}
+            if len(kinds) == 1 and not others:
+                copies.append(sql_queries.CopyFrom(source, prefix, gzip=True in kinds))
+                continue
+            if not cfg.manifest_prefix:
+                why = (f"would also read {others[0]} (not a .json or .json.gz file)" if others else
+                       f"holds both .json and .json.gz files (e.g. {kinds[True][0].path}), and GZIP applies "
+                       "to a whole COPY")
+                raise UserError(f"{what}: a Redshift COPY from {prefix} {why}; set [S3] MANIFEST_PREFIX to an "
+                                "s3:// folder outside the sources, where etl.py writes a manifest of each kind")
+            for gz, kind in kinds.items():
+                uri = (f"{cfg.manifest_prefix.rstrip('/')}/{run_id}/"
+                       f"{source}-{label}-{'gzip' if gz else 'plain'}.manifest")
+                manifests[uri] = {"entries": [{"url": f.path, "mandatory": True} for f in kind]}
+                copies.append(sql_queries.CopyFrom(source, uri, gzip=gz, manifest=True))
+    return copies, manifests
+
+
+def copy_prefixes(location, found, days, pattern):
+    """[(label, S3 key prefix)] a source's COPYs read: each day's (a file-name prefix, derived
+    from [S3] LOG_DATE_PATTERN), else the folder (and a /), or the one object configured."""
+    if [f.path for f in found.files] == [location]:
+        return [("file", location)]
+    if days:
+        return [(day.isoformat(), folder_of(location) + day.strftime(pattern)) for day in days]
+    return [("all", folder_of(location))]
+
+
+def write_manifests(s3, manifests):
+    """Each manifest as an S3 object (the caller's credentials write it; the cluster's role reads it)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    for uri, manifest in manifests.items():
+        bucket, key = split_s3(uri)
+        try:
+            s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(manifest, indent=1).encode(),
+                          ContentType="application/json")
+        except ClientError as e:
+            raise UserError(f"[S3] MANIFEST_PREFIX: cannot write {uri}: {e.response.get('Error', {}).get('Code', e)}")
+        except BotoCoreError as e:
+            raise UserError(f"[S3] MANIFEST_PREFIX: cannot write {uri}: {e}")
+        log.info("wrote manifest %s (%s)", uri, plural(len(manifest["entries"]), "file"))

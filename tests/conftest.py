@@ -2,8 +2,10 @@
 and small source files written by the tests themselves."""
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +36,7 @@ def pg_data_dir(tmp_path_factory):
 
 @pytest.fixture
 def make_cfg(tmp_path, tmp_path_factory, pg_data_dir, monkeypatch):
-    """make_cfg(songs=..., logs=..., **sections) -> Config read from a dwh.cfg the test wrote."""
+    """make_cfg(songs=..., logs=..., s3={key: value}, **etl) -> Config read from a dwh.cfg the test wrote."""
     # The embedded server reads local source files itself (staging.read_on_server); as root it
     # runs as another user, so the test's folder (0700 from pytest) is opened to it.
     base = tmp_path_factory.getbasetemp()
@@ -43,11 +45,12 @@ def make_cfg(tmp_path, tmp_path_factory, pg_data_dir, monkeypatch):
     monkeypatch.delenv("DWH_CONFIG", raising=False)
     monkeypatch.delenv("DWH_DB_PASSWORD", raising=False)
 
-    def make(songs=SAMPLE_SONGS, logs=SAMPLE_LOGS, text="", name="dwh.cfg", **etl):
+    def make(songs=SAMPLE_SONGS, logs=SAMPLE_LOGS, text="", name="dwh.cfg", s3=None, **etl):
         path = tmp_path / name
         etl_lines = "".join(f"{k.upper()} = {v}\n" for k, v in etl.items())
+        s3_lines = "".join(f"{k.upper()} = {v}\n" for k, v in (s3 or {}).items())
         path.write_text(f"[LOCAL]\nDATA_DIR = {pg_data_dir}\n\n[S3]\nSONG_DATA = {songs}\n"
-                        f"LOG_DATA = {logs}\n\n[ETL]\n{etl_lines}\n{text}")
+                        f"LOG_DATA = {logs}\n{s3_lines}\n[ETL]\n{etl_lines}\n{text}")
         path.chmod(0o600)
         return load_config(str(path))
     return make
@@ -166,3 +169,78 @@ def redshift_transform(monkeypatch):
     PostgreSQL does not have."""
     monkeypatch.setitem(sql_queries.DIALECT["redshift"], "scratch_by_time", "")
     return lambda conn: etl.insert_star_tables(conn, "redshift")
+
+
+def fill_course_bucket(s3, bucket="udacity-dend"):
+    """The course's bucket as the bundled sample has it: song_data/, log_data/ (the course's
+    layout, log_data/2018/11/2018-11-05-events.json) and log_json_path.json."""
+    for root, prefix in ((SAMPLE_SONGS, "song_data"), (SAMPLE_LOGS, "log_data")):
+        for path in sorted(root.rglob("*.json")):
+            s3.put_object(Bucket=bucket, Key=f"{prefix}/{path.relative_to(root).as_posix()}", Body=path.read_bytes())
+    s3.put_object(Bucket=bucket, Key="log_json_path.json", Body=(ROOT / "data" / "log_json_path.json").read_bytes())
+
+
+@pytest.fixture
+def course_bucket(monkeypatch):
+    """moto's S3 in us-west-2 with the course's bucket holding the sample: what a Redshift load
+    (and its --dry-run) lists before it COPYs. Yields the S3 client."""
+    import boto3
+    from moto import mock_aws
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-west-2"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-west-2")
+        s3.create_bucket(Bucket="udacity-dend", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        fill_course_bucket(s3)
+        yield s3
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    """moto_server on 127.0.0.1 and a free port, for scripts run as a user would (they reach it
+    through AWS_ENDPOINT_URL); always stopped."""
+    server = Path(sys.executable).with_name("moto_server")
+    if not server.exists():
+        pytest.fail("moto_server is missing: install requirements-dev.txt (moto[server])")
+    port = free_port()
+    log = open(tmp_path / "moto.log", "wb")
+    process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):  # until it answers (not a timing assertion: a readiness poll)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None:
+                    pytest.fail(f"moto_server exited: {(tmp_path / 'moto.log').read_text()[-500:]}")
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def emulated_course_bucket(url):
+    """The course's bucket with the sample, in the emulator at url; the environment that reaches it."""
+    import boto3
+    env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-west-2"}
+    s3 = boto3.client("s3", region_name="us-west-2", endpoint_url=url,
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="udacity-dend", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    fill_course_bucket(s3)
+    return s3, env

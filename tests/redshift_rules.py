@@ -3,6 +3,8 @@
 Test data, not code: each rule is quoted or listed as the page has it, with the page named.
 Where a test cannot run Redshift, it checks our SQL against these rules.
 """
+import re
+
 import aws_rules
 
 # --- Reserved words ------------------------------------------------------------------------
@@ -115,3 +117,51 @@ PLANNER_TRUSTS_KEYS = ("The planner leverages these key relationships, but it as
                        "foreign keys or primary keys, some queries could return incorrect results. For "
                        "example, a SELECT DISTINCT query might return duplicate rows if the primary key is "
                        "not unique.")
+
+# --- Which files a COPY reads: a key prefix, or a manifest --------------------------------------
+# "COPY from Amazon S3", https://docs.aws.amazon.com/redshift/latest/dg/copy-parameters-data-source-s3.html
+# (the awsdocs text): "The s3://copy_from_s3_objectpath parameter can reference a single file or a
+# set of objects or folders that have the same key prefix. For example, the name custdata.txt is
+# a key prefix that refers to a number of physical files: custdata.txt, custdata.txt.1,
+# custdata.txt.2, custdata.txt.bak, and so on. [...] If a key prefix might result in COPY
+# attempting to load unwanted files, use a manifest file."
+COPY_FROM_S3_SOURCE = "https://docs.aws.amazon.com/redshift/latest/dg/copy-parameters-data-source-s3.html"
+
+
+def prefix_copy_reads(prefix, keys):
+    """The keys a COPY FROM 's3://bucket/prefix' reads: every key that starts with the prefix."""
+    return sorted(k for k in keys if k.startswith(prefix))
+
+
+# Same page, MANIFEST: "COPY loads data from the files listed in the manifest"; the manifest is
+# "a text file in JSON format that lists the URL of each file that is to be loaded [...] If a file
+# is listed twice, the file is loaded twice"; "If mandatory is set to true, COPY terminates if it
+# doesn't find the file for that entry"; "The manifest file must not be encrypted or compressed,
+# even if the ENCRYPTED, GZIP, LZOP, BZIP2, or ZSTD options are specified"; "If the REGION parameter
+# is specified, all resources, including a manifest file [...], must be located in the specified
+# Region." And "Using a manifest to specify data files",
+# https://docs.aws.amazon.com/redshift/latest/dg/loading-data-files-using-manifest.html: "The URL in
+# the manifest must specify the bucket name and full object path for the file, not just a prefix."
+MANIFEST_SOURCE = "https://docs.aws.amazon.com/redshift/latest/dg/loading-data-files-using-manifest.html"
+
+
+def manifest_copy_reads(manifest):
+    """The objects a COPY ... MANIFEST reads: each entry's url (a full object path), as listed."""
+    assert set(manifest) == {"entries"}
+    for entry in manifest["entries"]:
+        assert set(entry) <= {"url", "mandatory"} and entry["url"].startswith("s3://")
+    return [entry["url"] for entry in manifest["entries"]]
+
+
+# "File compression parameters", https://docs.aws.amazon.com/redshift/latest/dg/copy-parameters-file-compression.html:
+# "GZIP: A value that specifies that the input file or files are in compressed gzip format (.gz
+# files). The COPY operation reads each compressed file and uncompresses the data as it loads."
+# One option for the whole COPY, not chosen per file by its name: so every file one COPY reads is
+# gzipped (GZIP given) or none is.
+FILE_COMPRESSION_SOURCE = "https://docs.aws.amazon.com/redshift/latest/dg/copy-parameters-file-compression.html"
+
+
+def copy_reads_gzip(statement):
+    """Whether a COPY reads its files as gzip: the GZIP option given (outside its quoted values),
+    whatever the file names."""
+    return "GZIP" in re.sub(r"'[^']*'", "''", statement).upper().split()

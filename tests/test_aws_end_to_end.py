@@ -1,18 +1,10 @@
 """The scripts as a course user runs them, against a local AWS emulator (moto_server) reached
 through AWS_ENDPOINT_URL: setup -> pause -> setup (resume) -> teardown, on a course-style
 dwh.cfg (empty HOST=/ARN=, CRLF, BOM, quotes, inline comments), the file read after each step."""
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import boto3
-import pytest
 
 import config
-from conftest import run_script
+from conftest import fill_course_bucket, run_script
 
 COURSE = ('\ufeff[CLUSTER]\r\nHOST=\r\nDB_NAME="dwh" ; database\r\nDB_USER=\'dwhuser\'\r\n'
           'DB_PASSWORD=\'Passw0rdX\'\r\nDB_PORT=5439\r\n\r\n'
@@ -25,49 +17,14 @@ COURSE = ('\ufeff[CLUSTER]\r\nHOST=\r\nDB_NAME="dwh" ; database\r\nDB_USER=\'dwh
           'DWH_PORT=5439\r\n')
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def emulator(tmp_path):
-    """moto_server on 127.0.0.1 and a free port; always stopped."""
-    server = Path(sys.executable).with_name("moto_server")
-    if not server.exists():
-        pytest.fail("moto_server is missing: install requirements-dev.txt (moto[server])")
-    port = free_port()
-    log = open(tmp_path / "moto.log", "wb")
-    process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):  # until it answers (not a timing assertion: a readiness poll)
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None:
-                    pytest.fail(f"moto_server exited: {(tmp_path / 'moto.log').read_text()[-500:]}")
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-
-
 def test_course_file_through_setup_pause_resume_teardown(emulator, tmp_path, monkeypatch):
     env = {"AWS_ENDPOINT_URL": emulator, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-west-2", "DWH_DB_PASSWORD": ""}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    boto3.client("s3", region_name="us-west-2", endpoint_url=emulator).create_bucket(
-        Bucket="udacity-dend", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    s3 = boto3.client("s3", region_name="us-west-2", endpoint_url=emulator)
+    s3.create_bucket(Bucket="udacity-dend", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    fill_course_bucket(s3)  # etl.py lists the sources before it COPYs, in a dry run too
     redshift = boto3.client("redshift", region_name="us-west-2", endpoint_url=emulator)
     path = tmp_path / "dwh.cfg"
     path.write_bytes(COURSE.encode("utf-8"))

@@ -243,11 +243,11 @@ def test_copy_statements_say_what_they_load_and_how():
     song_columns = ", ".join(c for c, _, _, _ in sql_queries.SONG_FIELDS)
     event_columns = ", ".join(c for c, _, _, _ in sql_queries.EVENT_FIELDS)
     assert " ".join(songs.split()) == (
-        f"COPY staging_songs ({song_columns}) FROM 's3://udacity-dend/song_data' "
+        f"COPY staging_songs ({song_columns}) FROM 's3://udacity-dend/song_data/' "
         "IAM_ROLE 'arn:aws:iam::123456789012:role/dwhRole' "
         "REGION 'us-west-2' MAXERROR 8 COMPUPDATE OFF STATUPDATE OFF FORMAT AS JSON 'auto'")
     assert " ".join(events.split()) == (
-        f"COPY staging_events ({event_columns}) FROM 's3://udacity-dend/log_data' "
+        f"COPY staging_events ({event_columns}) FROM 's3://udacity-dend/log_data/' "
         "IAM_ROLE 'arn:aws:iam::123456789012:role/dwhRole' "
         "REGION 'us-west-2' MAXERROR 8 COMPUPDATE OFF STATUPDATE OFF "
         "FORMAT AS JSON 's3://udacity-dend/log_json_path.json'")

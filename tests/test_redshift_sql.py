@@ -18,7 +18,7 @@ import etl
 import redshift_rules as rules
 import sql_queries
 from config import Config
-from conftest import ROOT, event, run_script, song
+from conftest import ROOT, emulated_course_bucket, event, run_script, song
 from errors import UserError
 
 HOST = "dwhcluster.c0nstant.us-west-2.redshift.amazonaws.com"  # no cluster behind it
@@ -71,7 +71,7 @@ def reserved(statement):
 
 
 # --- Reserved words ----------------------------------------------------------------------------
-def test_no_reserved_word_is_an_identifier_in_any_redshift_statement():
+def test_no_reserved_word_is_an_identifier_in_any_redshift_statement(course_bucket):
     statements = redshift_statements()
     assert len(statements) > 40  # DDL, COPY, transform, scratch tables, checks, load errors, analytics
     found = collections.defaultdict(list)
@@ -90,7 +90,7 @@ def test_the_check_finds_a_reserved_word_in_the_ddl_and_the_copy_column_list():
     assert reserved("LOCK songs, user") == {"USER"}
 
 
-def test_no_table_alias_is_start_or_connect():
+def test_no_table_alias_is_start_or_connect(course_bucket):
     for statement in redshift_statements():
         parsed = sqlglot.parse_one(statement, read="redshift")
         aliases = {t.alias.upper() for t in parsed.find_all(exp.Table) if t.alias}
@@ -169,7 +169,7 @@ def errors_per_copy(songs, events):
     return {q: (lambda p: [()] * counts[p["source"]]) for q in sql_queries.copy_errors_to_load_errors.values()}
 
 
-def test_each_copy_gets_what_remains_and_its_skipped_records_are_copied_by_its_query_id():
+def test_each_copy_gets_what_remains_and_its_skipped_records_are_copied_by_its_query_id(course_bucket):
     with db.dry_run(errors_per_copy(songs=3, events=2)) as recorder:
         result = etl.run_redshift(REDSHIFT, db.connect(REDSHIFT), max_errors=5)
     statements = recorder.statements()
@@ -183,7 +183,7 @@ def test_each_copy_gets_what_remains_and_its_skipped_records_are_copied_by_its_q
     assert statements[-1] == "COMMIT"
 
 
-def test_more_bad_records_than_allowed_roll_the_whole_load_back():
+def test_more_bad_records_than_allowed_roll_the_whole_load_back(course_bucket):
     with db.dry_run(errors_per_copy(songs=3, events=3)) as recorder:
         with pytest.raises(UserError) as failed:
             etl.run_redshift(REDSHIFT, db.connect(REDSHIFT), max_errors=5)
@@ -193,7 +193,7 @@ def test_more_bad_records_than_allowed_roll_the_whole_load_back():
     assert not any(s.startswith("INSERT INTO songplays") for s in statements)  # stopped before the star
 
 
-def test_no_load_errors_are_read_by_session():
+def test_no_load_errors_are_read_by_session(course_bucket):
     for statement in redshift_statements():
         assert "pg_backend_pid" not in statement and "session" not in identifiers(statement)
 
@@ -238,13 +238,13 @@ def failing_events_copy(copy_ids):
     return str(failed.value).splitlines()
 
 
-def test_a_failed_copy_names_its_own_errors():
+def test_a_failed_copy_names_its_own_errors(course_bucket):
     assert failing_events_copy([101, 102]) == [
         "COPY staging_events failed: Load into table 'staging_events' failed; no star table was changed",
         "  s3://b/log_data/e.json:3: ts: Invalid digit"]
 
 
-def test_a_copy_that_failed_before_loading_names_no_other_copys_errors():
+def test_a_copy_that_failed_before_loading_names_no_other_copys_errors(course_bucket):
     """AWS: the id is not updated when COPY fails before loading (e.g. access denied)."""
     assert failing_events_copy([101, 101]) == [
         "COPY staging_events failed: Load into table 'staging_events' failed; no star table was changed"]
@@ -266,7 +266,7 @@ def written_tables(statement):
     return set()
 
 
-def test_the_load_locks_every_table_it_writes_before_writing():
+def test_the_load_locks_every_table_it_writes_before_writing(course_bucket):
     statements = load_statements(REDSHIFT)
     begin = statements.index("BEGIN", statements.index("ROLLBACK"))  # after the check that tables exist
     lock = statements[begin + 1]
@@ -327,8 +327,11 @@ def script_statements(stdout):
 
 
 @pytest.mark.parametrize("script", ["create_tables.py", "etl.py"])
-def test_dry_run_prints_every_redshift_statement_connecting_to_nothing(tmp_path, script):
-    out = run_script(script, "--config", str(redshift_cfg(tmp_path)), "--dry-run", timeout=60)
+def test_dry_run_prints_every_redshift_statement_connecting_to_nothing(tmp_path, script, emulator, monkeypatch):
+    _, env = emulated_course_bucket(emulator)  # etl.py lists the sources first, in a dry run too
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    out = run_script(script, "--config", str(redshift_cfg(tmp_path)), "--dry-run", timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0] == f"-- target: redshift dwhuser@{HOST}:5439/dwh"
     assert "Passw0rdX" not in out.stdout + out.stderr

@@ -79,7 +79,7 @@ def test_source_with_no_json_files_is_an_error(make_cfg, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("x")
     cfg = make_cfg(logs=tmp_path / "empty")
-    with pytest.raises(UserError, match=r"LOG_DATA: no \.json files under .*empty"):
+    with pytest.raises(UserError, match=r"LOG_DATA: no \.json or \.json\.gz files under .*empty"):
         etl.find_sources(cfg)
 
 
@@ -130,7 +130,7 @@ def test_s3_missing_bucket_is_reported_with_the_uri(bucket, make_cfg):
 
 def test_s3_empty_prefix_is_an_error(bucket, make_cfg):
     cfg = make_cfg(logs="s3://sparkify-test/nothing-here")
-    with pytest.raises(UserError, match=r"no \.json files under s3://sparkify-test/nothing-here"):
+    with pytest.raises(UserError, match=r"no \.json or \.json\.gz files under s3://sparkify-test/nothing-here"):
         etl.find_sources(cfg, s3=bucket)
 
 

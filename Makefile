@@ -1,4 +1,5 @@
-# `make run`: venv, install, create the tables (dropping any: --yes), load the bundled sample, show the analytics.
+# `make run`: venv, install, create the tables (dropping any: --yes), load the bundled sample, show the
+# analytics; always the embedded PostgreSQL and data/ (data/sample.cfg), whatever a ./dwh.cfg says.
 # `make test`: the test suite against a real (embedded) PostgreSQL.
 # `make check-wheels`: every requirement installs from wheels on CPython 3.10-3.14, four platforms.
 # Any Python 3.10+: PYTHON=... if given, else python3 if new enough, else the newest python3.1X.
@@ -24,9 +25,9 @@ $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
 	@touch $@
 
 run: $(VENV)/.installed
-	$(PY) create_tables.py --yes
-	$(PY) etl.py
-	$(PY) analytics.py
+	$(PY) create_tables.py --config data/sample.cfg --yes
+	$(PY) etl.py --config data/sample.cfg
+	$(PY) analytics.py --config data/sample.cfg
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q

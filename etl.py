@@ -87,7 +87,7 @@ def load_staging(cfg, conn, sources, run_id, s3=None):
         results = [f.result() for f in futures]
     for r in results:
         r.skipped = len(sources[r.source].skipped)
-        if r.empty:
+        if r.empty and not db.is_dry_run(conn):  # a dry run loads nothing, empty or not
             log.warning("warning: %s: every file is empty; nothing was loaded from %s",
                         staging.SOURCES[r.source][0], getattr(cfg, r.source))
     with conn.cursor() as cur:

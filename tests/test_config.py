@@ -231,3 +231,15 @@ def test_analytics_runs_with_a_placeholder_arn_and_etl_names_it(warehouse, tmp_p
     out = run_script("etl.py", "--config", str(path))
     assert out.returncode == 1 and out.stderr.strip() == (
         f"etl.py: error: {path}: [IAM_ROLE] ARN must be arn:aws:iam::<12 digits>:role/<name>, not '<your role arn>'")
+
+
+def test_make_run_always_loads_the_bundled_sample_whatever_dwh_cfg_says(tmp_path, monkeypatch):
+    """make run passes data/sample.cfg to every script, so a ./dwh.cfg naming a Redshift cluster
+    is never the target of its create_tables.py --yes."""
+    write(tmp_path, "[CLUSTER]\nHOST = dwh.abc.us-west-2.redshift.amazonaws.com\n")  # the cwd's dwh.cfg
+    run = (config.ROOT / "Makefile").read_text().split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    scripts = [line.split()[1:] for line in run.strip().splitlines()[1:]]
+    assert [s[0] for s in scripts] == ["create_tables.py", "etl.py", "analytics.py"]
+    for args in scripts:
+        cfg = config.load_config(args[args.index("--config") + 1].replace("data/", str(config.ROOT / "data") + "/"))
+        assert (cfg.embedded, cfg.song_data, cfg.log_data) == (True, config.Config().song_data, config.Config().log_data)

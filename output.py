@@ -1,4 +1,5 @@
-"""Query results as text: aligned tables for people, exact CSV for programs, streamed page by page.
+"""Query results as text: aligned tables for people, exact CSV for programs, streamed page by page;
+bar charts in the terminal, and one self-contained HTML page (inline SVG charts and tables).
 
 Values are the text the database prints (keep_server_text): floats in their shortest exact form
 (PostgreSQL 12+), booleans as t/f, intervals as `1 day 02:00:00`, JSON as sent, timestamps ISO
@@ -6,9 +7,17 @@ Values are the text the database prints (keep_server_text): floats in their shor
 nothing is rounded. Rows come in pages (lists of tuples), so a result of any size takes the
 memory of one page.
 """
+import codecs
 import csv
+import html
+import math
+import os
+import shutil
+from pathlib import Path
 
 import psycopg2.extensions
+
+from errors import UserError
 
 # int2, int4, int8, oid, float4, float8, numeric, money: right-aligned in tables
 NUMERIC_TYPES = frozenset((21, 23, 20, 26, 700, 701, 1700, 790))
@@ -57,3 +66,142 @@ def _header(out, columns, widths, numeric):
 
 def _line(values, widths, right):
     return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
+
+
+# --- Bar charts in the terminal ----------------------------------------------------------------
+EIGHTHS = " ▏▎▍▌▋▊▉"  # a bar's last character, in eighths of a cell; whole cells are █
+
+
+def speaks_utf8(out):
+    """Whether out encodes UTF-8 (else the charts are drawn in ASCII)."""
+    try:
+        return codecs.lookup(getattr(out, "encoding", None) or "ascii").name == "utf-8"
+    except LookupError:
+        return False
+
+
+def write_chart(out, columns, pages, width=None):
+    """A horizontal bar chart: a line per row, the first column as its label, the last as its bar
+    and number; the longest bar fills the terminal's width (width, else the terminal's). Unicode
+    blocks (eighths of a cell) when out speaks UTF-8, else '#'. A chart's rows are one per hour
+    or day, so they are held to find the longest. Returns the number of rows."""
+    rows = [("" if r[0] is None else r[0], "0" if r[-1] is None else r[-1]) for page in pages for r in page]
+    width = width or shutil.get_terminal_size().columns
+    label_w = max([len(columns[0])] + [len(label) for label, _ in rows])
+    value_w = max([len(columns[-1])] + [len(value) for _, value in rows])
+    room = max(10, width - 1 - label_w - value_w - 3)  # one column spare: no wrap at the edge
+    high = max([float(value) for _, value in rows] + [0.0])
+    fine = speaks_utf8(out)
+    out.write(f"{columns[0].rjust(label_w)}  {columns[-1]}\n")
+    for label, value in rows:
+        cells = room * max(float(value), 0.0) / high if high > 0 else 0.0
+        out.write(f"{label.rjust(label_w)}  {_bar(cells, fine, float(value) > 0)} {value}\n")
+    if not rows:
+        out.write("(no rows)\n")
+    return len(rows)
+
+
+def _bar(cells, fine, nonzero):
+    if not fine:
+        return "#" * (round(cells) or int(nonzero))
+    eighths = round(cells * 8) or int(nonzero)
+    return "█" * (eighths // 8) + EIGHTHS[eighths % 8].strip()
+
+
+# --- One self-contained HTML page ------------------------------------------------------------
+# No script, no network: the page's policy forbids both, and every value from the data is
+# escaped (text, attributes, SVG text alike): song titles and locations are anyone's input.
+BAR_COLOUR = "#2b6cb0"
+PAGE_HEAD = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<title>{title}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #1a202c; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 2em; }}
+th, td {{ padding: 2px 10px; border-bottom: 1px solid #e2e8f0; text-align: left; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+svg text {{ font: 11px sans-serif; fill: #4a5568; }}
+</style></head><body>
+<h1>{title}</h1>
+"""
+
+
+def escape(value):
+    return "" if value is None else html.escape(str(value), quote=True)
+
+
+def write_html(out, title, sections):
+    """The page: per section its heading, its bar chart if it has one, and its table.
+    sections: (title, columns, numeric, pages, chart) each, its pages read before the next.
+    Returns the number of sections."""
+    out.write(PAGE_HEAD.format(title=escape(title)))
+    n = 0
+    for name, columns, numeric, pages, chart in sections:
+        out.write(f"<section>\n<h2>{escape(name)}</h2>\n")
+        if chart:
+            rows = [row for page in pages for row in page]  # one per hour or day
+            out.write(svg_chart(name, rows))
+            pages = [rows]
+        _html_table(out, columns, numeric, pages)
+        out.write("</section>\n")
+        n += 1
+    out.write("</body></html>\n")
+    return n
+
+
+def write_html_file(path, title, sections):
+    """write_html to path, whole or not at all (written beside it, then renamed)."""
+    path = Path(path)
+    part = path.with_name(path.name + ".part")
+    try:
+        with open(part, "w", encoding="utf-8", newline="\n") as out:
+            n = write_html(out, title, sections)
+        os.replace(part, path)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}")
+    finally:
+        part.unlink(missing_ok=True)
+    return n
+
+
+def svg_chart(title, rows, width=960, height=260):
+    """Vertical bars, one per row (label: first column, value: last), in SVG; integer pixel
+    edges, so a bar is one solid colour. Every few labels under the bars, as many as fit."""
+    left, right, top, bottom = 64, 8, 12, 36
+    plot_w, plot_h = width - left - right, height - top - bottom
+    values = [max(float(r[-1] or 0), 0.0) for r in rows]
+    high = max(values, default=0.0)
+    slot = plot_w / max(len(rows), 1)
+    bar_w = max(1, int(slot * 0.8))
+    every = max(1, math.ceil(7 * max([len(str(r[0] or "")) for r in rows] + [1]) / slot))
+    base = top + plot_h
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" shape-rendering="crispEdges" role="img" aria-label="{escape(title)}">',
+           f'<line x1="{left}" y1="{base}" x2="{width - right}" y2="{base}" stroke="#a0aec0"/>']
+    if rows:
+        top_row = rows[values.index(high)]
+        out.append(f'<text x="{left - 6}" y="{top + 4}" text-anchor="end">{escape(top_row[-1])}</text>')
+    out.append(f'<text x="{left - 6}" y="{base}" text-anchor="end">0</text>')
+    for i, (row, value) in enumerate(zip(rows, values)):
+        h = round(plot_h * value / high) if high else 0
+        x = left + int(i * slot + (slot - bar_w) / 2)
+        out.append(f'<rect class="bar" x="{x}" y="{base - h}" width="{bar_w}" height="{h}" fill="{BAR_COLOUR}">'
+                   f'<title>{escape(row[0])}: {escape(row[-1])}</title></rect>')
+        if i % every == 0:
+            out.append(f'<text x="{x + bar_w // 2}" y="{base + 16}" text-anchor="middle">{escape(row[0])}</text>')
+    return "\n".join(out) + "\n</svg>\n"
+
+
+def _html_table(out, columns, numeric, pages):
+    out.write("<table><thead><tr>" + "".join(f"<th>{escape(c)}</th>" for c in columns) + "</tr></thead><tbody>\n")
+    cells = ['<td class="num">' if n else "<td>" for n in numeric]
+    rows = 0
+    for page in pages:
+        out.writelines("<tr>" + "".join(f"{td}{escape(v)}</td>" for td, v in zip(cells, row)) + "</tr>\n"
+                       for row in page)
+        rows += len(page)
+    if not rows:
+        out.write(f'<tr><td colspan="{len(columns)}">(no rows)</td></tr>\n')
+    out.write("</tbody></table>\n")
+    return rows

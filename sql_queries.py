@@ -785,9 +785,16 @@ reader_role_member = "GRANT {reader} TO CURRENT_USER"
 reader_is_member = "SELECT pg_has_role(current_user, %s, 'MEMBER')"
 reader_grants = ["GRANT USAGE ON SCHEMA {schema} TO {reader}", "GRANT SELECT ON {tables} TO {reader}"]
 reader_set_role = "SET ROLE {reader}"
+# analytics.py --serve --port: the reader logs in over TCP with a password made for the session,
+# sent as its SCRAM verifier (the server never sees the password itself); NULL again on exit.
+reader_password = "ALTER ROLE {reader} PASSWORD %s"
+reader_no_password = "ALTER ROLE {reader} PASSWORD NULL"
+reload_config = "SELECT pg_reload_conf()"
 
 
 # --- Analytics: the questions the schema exists for ------------------------------------------
+# Plays per hour and per day are drawn as bar charts too (analytics.CHARTS): the first column
+# labels a bar, the last is its length; one row per hour or day, so a chart holds all its rows.
 analytics_queries = [
     ("Most played songs", """
 SELECT s.title, a.name AS artist, COUNT(*) AS plays
@@ -796,10 +803,13 @@ GROUP BY s.title, a.name ORDER BY plays DESC, s.title LIMIT 10"""),
     ("Plays matched to the song catalogue", """
 SELECT CASE WHEN song_id IS NULL THEN 'not in catalogue' ELSE 'matched' END AS song, COUNT(*) AS plays
 FROM songplays GROUP BY 1 ORDER BY 1"""),
-    ("Busiest hours (UTC)", """
+    ("Plays per hour (UTC)", """
 SELECT t.hour, COUNT(*) AS plays
 FROM songplays p JOIN time t ON t.start_time = p.start_time
-GROUP BY t.hour ORDER BY plays DESC, t.hour LIMIT 5"""),
+GROUP BY t.hour ORDER BY t.hour"""),
+    ("Plays per day", """
+SELECT CAST(start_time AS DATE) AS day, COUNT(*) AS plays
+FROM songplays GROUP BY 1 ORDER BY 1"""),
     ("Free vs paid plays", """
 SELECT level, COUNT(*) AS plays, COUNT(DISTINCT user_id) AS users,
        ROUND(100.0 * COUNT(*) / SUM(COUNT(*)) OVER (), 1) AS pct_of_plays

@@ -186,10 +186,10 @@ def serve(cfg, port):
         db.require_tables(conn, sql_queries.STAR_TABLES)
     finally:
         conn.close()
-    uri = db.reader_uri(cfg.data_dir)
-    lines = [f"Serving {cfg.describe()} to {sql_queries.READER_ROLE}, who may only read, until Ctrl-C.",
-             f"  {uri}", f"  psql {shlex.quote(uri)}"]
     with db.reader_over_tcp(cfg.data_dir, port) if port else contextlib.nullcontext() as password:
+        uri = db.reader_uri(cfg.data_dir)  # after a restart for TCP: the socket's number is the port
+        lines = [f"Serving {cfg.describe()} to {sql_queries.READER_ROLE}, who may only read, until Ctrl-C.",
+                 f"  {uri}", f"  psql {shlex.quote(uri)}"]
         if port:
             tcp = f"postgresql://{sql_queries.READER_ROLE}@127.0.0.1:{port}/postgres"
             lines += [f"Over TCP (127.0.0.1 and ::1 only), with a password for this session (shown once):",

@@ -74,23 +74,26 @@ def interruptible(main, config, args):
     """Run main on a worker thread so Ctrl-C is seen at once even while the database is busy:
     the main thread cancels every open query and the work unwinds (rolling back). Work that
     waits for Ctrl-C (INTERRUPTED) and then ends without an error ends the script normally."""
-    outcome = {}
+    outcome, done = {}, threading.Event()
 
     def work():
         try:
             outcome["value"] = main(config, args)
         except BaseException as e:  # handed to the main thread below
             outcome["error"] = e
+        finally:
+            done.set()
 
-    worker = threading.Thread(target=work, name="main-work", daemon=True)
-    worker.start()
+    # An Event, not Thread.join: a join interrupted by Ctrl-C returns at once ever after
+    # (CPython 3.11: is_alive() False while the thread still runs), so the work was not waited for.
+    threading.Thread(target=work, name="main-work", daemon=True).start()
     try:
-        while worker.is_alive():
-            worker.join(0.2)
+        while not done.wait(0.2):
+            pass
     except KeyboardInterrupt:
         INTERRUPTED.set()
         db.cancel_all()
-        worker.join(5)
+        done.wait(5)
         if "value" not in outcome:
             raise
     if "error" in outcome:

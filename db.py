@@ -45,7 +45,7 @@ def embedded_uri(data_dir):
         _forget_dead_handles(data_dir)
         created = not (data_dir / "PG_VERSION").exists()
         server = embedded_server(data_dir)
-        if _tune_for_bulk_loads(server.get_uri()) and created:
+        if _tune_for_bulk_loads(_with_port(server, server.get_uri())) and created:
             # Only a server this call created is restarted at once; any other reads the
             # settings at its next start (it stops when the last script using it exits).
             server.cleanup()

@@ -88,7 +88,7 @@ def write_chart(out, columns, pages, width=None):
     rows = [("" if r[0] is None else r[0], "0" if r[-1] is None else r[-1]) for page in pages for r in page]
     width = width or shutil.get_terminal_size().columns
     label_w = max([len(columns[0])] + [len(label) for label, _ in rows])
-    value_w = max([len(columns[-1])] + [len(value) for _, value in rows])
+    value_w = max([len(value) for _, value in rows], default=0)
     room = max(10, width - 1 - label_w - value_w - 3)  # one column spare: no wrap at the edge
     high = max([float(value) for _, value in rows] + [0.0])
     fine = speaks_utf8(out)

@@ -211,8 +211,8 @@ def test_one_section_by_name(loaded):
     out = run_script("analytics.py", "--config", str(loaded.path), "--csv", "--section", "top-users")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["user_id,name,level,plays", "5,Ann Lee,free,1", "6,Ann Lee,paid,1"]
-    table_out = run_script("analytics.py", "--config", str(loaded.path), "--section", "busiest-hours-utc")
-    assert table_out.stdout.splitlines()[0] == "== Busiest hours (UTC) =="
+    table_out = run_script("analytics.py", "--config", str(loaded.path), "--section", "free-vs-paid-plays")
+    assert table_out.stdout.splitlines()[0] == "== Free vs paid plays =="
     wrong = run_script("analytics.py", "--config", str(loaded.path), "--section", "top-songs")
     assert wrong.returncode == 2
     assert "invalid choice: 'top-songs'" in wrong.stderr and "most-played-songs" in wrong.stderr
@@ -297,4 +297,4 @@ def test_the_cursor_statements_are_ones_redshift_takes(loaded, monkeypatch):
         else:
             assert re.fullmatch(REDSHIFT_CURSOR["close"], statement) and open_cursors == 1
             open_cursors = 0
-    assert [s for s, _ in sent].count(f"FETCH FORWARD {analytics.PAGE} FROM {analytics.CURSOR}") == 6 + 3
+    assert [s for s, _ in sent].count(f"FETCH FORWARD {analytics.PAGE} FROM {analytics.CURSOR}") == len(analytics.SECTIONS) + 3

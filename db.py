@@ -185,6 +185,8 @@ def reader_over_tcp(data_dir, port):
     uses the server (it restarts)."""
     embedded_uri(data_dir)
     server = embedded_server(data_dir)
+    if server.get_postmaster_info().socket_dir is None:  # Windows: the package serves TCP itself
+        raise UserError("--port needs the embedded PostgreSQL on a unix socket, which Windows does not have")
     with type(server)._lock:  # the package's own: no other process starts or joins the server meanwhile
         _require_alone(server)
         _require_free_port(port)

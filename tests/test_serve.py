@@ -8,6 +8,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -178,3 +179,15 @@ def test_serve_is_for_the_embedded_server_only(tmp_path):
                           "analyst@warehouse.example.com:5432/dev is a server already: connect to it directly\n")
     alone = run_script("analytics.py", "--config", str(cfg), "--port", "5433")
     assert (alone.returncode, alone.stderr) == (2, "analytics.py: error: --port is for --serve\n")
+
+
+def test_a_port_in_use_is_one_line_and_changes_nothing(sample):
+    cfg, data_dir = sample
+    hba = (data_dir / "pg_hba.conf").read_text()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        out = run_script("analytics.py", "--config", str(cfg), "--serve", "--port", str(port))
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr == f"analytics.py: error: cannot serve on 127.0.0.1:{port}: Address already in use\n"
+    assert (data_dir / "pg_hba.conf").read_text() == hba and not (data_dir / "postmaster.pid").exists()

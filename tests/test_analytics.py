@@ -280,13 +280,16 @@ REDSHIFT_CURSOR = {
 
 
 def test_the_cursor_statements_are_ones_redshift_takes(loaded, monkeypatch):
-    import argparse
     import re
+
+    import cli
     sent, execute = [], analytics._execute
     monkeypatch.setattr(analytics, "_execute", lambda conn, cur, s: (sent.append((s, conn.autocommit)),
                                                                       execute(conn, cur, s)))
-    analytics.main(loaded, argparse.Namespace(sql=None, section=None, csv=True))
-    analytics.main(loaded, argparse.Namespace(sql="SELECT g FROM generate_series(1, 2500) g", section=None, csv=True))
+    parser = cli.parser("")
+    analytics.add_arguments(parser)
+    analytics.main(loaded, parser.parse_args(["--csv"]))
+    analytics.main(loaded, parser.parse_args(["--csv", "--sql", "SELECT g FROM generate_series(1, 2500) g"]))
     open_cursors = 0
     for statement, autocommit in sent:
         if m := re.fullmatch(REDSHIFT_CURSOR["declare"], statement):

@@ -288,7 +288,8 @@ def load_staging_redshift(cfg, conn, run_id, max_errors, sources, copies):
     than max_errors in all: everything is rolled back.
     """
     kind = "serverless" if "redshift-serverless" in cfg.host else "provisioned"
-    results = {source: staging.StagingResult(source, files=len(found.files)) for source, found in sources.items()}
+    results = {source: staging.StagingResult(source, files=len(found.files), location=getattr(cfg, source))
+               for source, found in sources.items()}
     copy_ids = []
     with conn.cursor() as cur:
         cur.execute(sql_queries.load_lock)  # one load at a time, until commit
@@ -395,7 +396,9 @@ def summary(result):
                f"{result.after[t] - result.before[t]:+,}" if t in result.before else "",
                ", ".join(changed.get(t, []))]
               for t in sql_queries.TABLES if t in result.after]
-    return "\n".join([f"run {result.run_id}{describe_days(result.days)}", ""] + columns(["step", "seconds", "notes"], steps, "<><")
+    sources = "; ".join(f"{staging.SOURCES[r.source][0]} from {r.location}" for r in result.staged)
+    return "\n".join([f"run {result.run_id}{describe_days(result.days)}", sources, ""]
+                     + columns(["step", "seconds", "notes"], steps, "<><")
                      + [""] + columns(["table", "rows", "added", "notes"], tables, "<>><"))
 
 

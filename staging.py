@@ -63,6 +63,7 @@ class StagingResult:
     rejected: int = 0
     seconds: float = 0.0
     skipped: int = 0      # paths discovery passed over (staging.Found.skipped)
+    location: str = ""    # where the files were found: the configured folder or S3 prefix
 
     @property
     def empty(self):
@@ -527,7 +528,7 @@ def load_source(cfg, source, files, run_id, s3=None, workers=None):
     parts += [[] for _ in range(n - len(parts))]
     progress, cancel = Progress(f"staging {what}", len(files)), threading.Event()
     connections = []
-    result = StagingResult(source, files=len(files))
+    result = StagingResult(source, files=len(files), location=getattr(cfg, source))
     with ThreadPoolExecutor(n, thread_name_prefix=f"stage-{what}") as pool:
         futures = [pool.submit(load_shard, cfg, source, todo, part, run_id, s3, progress, cancel, connections)
                    for part in parts]

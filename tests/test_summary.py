@@ -86,3 +86,11 @@ def test_json_carries_the_same_facts(make_cfg, tmp_path):
     assert {"table": "users", "action": "update", "counted_as": "updated", "rows": 0} in facts["changed"]
     assert {"table": "songplays", "action": "update", "counted_as": "matched", "rows": 0} in facts["changed"]
     assert [(s["files"], s["skipped"], s["empty"]) for s in facts["staged"]] == [(1, 0, False), (1, 0, False)]
+
+
+def test_the_summary_names_the_sources_it_loaded(make_cfg, tmp_path):
+    """A misspelled key loads the defaults: the summary's second line says which folders."""
+    cfg = sources(make_cfg, tmp_path, "b1", [event()])
+    reset(cfg)
+    lines = etl.summary(etl.run_etl(cfg)).splitlines()
+    assert lines[1] == f"songs from {cfg.song_data}; events from {cfg.log_data}"

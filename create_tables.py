@@ -1,5 +1,6 @@
 """Drop and recreate every table of the warehouse (staging, star, load_errors), and let the
-read-only reader query them. Asks first if tables to be dropped hold rows (--yes: do not ask)."""
+read-only reader query them. Asks first if tables to be dropped hold rows (--yes: do not ask).
+The run history (etl_runs) is kept, or created if missing, unless --reset-history."""
 import contextlib
 import logging
 import sys
@@ -17,9 +18,15 @@ log = logging.getLogger("sparkify")
 KEPT = tuple(t.name for t in sql_queries.REGISTRY if t.role != "staging")  # staging is refilled every run
 
 
-def tables_with_rows(conn):
+def dropped_tables(reset_history=False):
+    """The tables a reset drops and creates: all but the run history, unless reset_history."""
+    return [t for t in sql_queries.TABLES if reset_history or t not in sql_queries.HISTORY_TABLES]
+
+
+def tables_with_rows(conn, reset_history=False):
     """{table: rows} of the tables a drop would lose (all but staging) that hold any."""
-    present = [t for t in KEPT if t not in db.missing_tables(conn, KEPT)]
+    lost = [t for t in KEPT if t in dropped_tables(reset_history)]
+    present = [t for t in lost if t not in db.missing_tables(conn, lost)]
     counts = db.row_counts(conn, present)
     conn.rollback()
     return {t: n for t, n in counts.items() if n}
@@ -38,12 +45,14 @@ def confirm_drop(cfg, held):
         raise UserError("nothing was dropped", exit_code=4)
 
 
-def drop_tables(conn):
-    """Drop every table that exists; return their names."""
+def drop_tables(conn, tables=sql_queries.TABLES):
+    """Drop each of these tables that exists; return their names."""
     missing = db.missing_tables(conn)
-    existing = [t for t in sql_queries.TABLES if t not in missing]
+    existing = [t for t in sql_queries.TABLES if t not in missing and t in tables]
     with conn.cursor() as cur:
         for q in sql_queries.drop_table_queries:
+            if q.split()[-1] not in tables:
+                continue
             try:
                 cur.execute(q)
             except psycopg2.errors.DependentObjectsStillExist as e:
@@ -55,12 +64,14 @@ def drop_tables(conn):
     return existing
 
 
-def create_tables(conn, engine):
-    """Create every table (and index) for the engine; return how many statements ran."""
+def create_tables(conn, engine, tables=sql_queries.TABLES):
+    """Create these tables (and indexes) for the engine, in registry order; return how many
+    statements ran."""
+    statements = [q for t in sql_queries.TABLES if t in tables for q in sql_queries.table_statements(t, engine)]
     with conn.cursor() as cur:
-        for q in sql_queries.create_table_queries[engine]:
+        for q in statements:
             cur.execute(q)
-    return len(sql_queries.create_table_queries[engine])
+    return len(statements)
 
 
 def grant_reader(cfg, conn):
@@ -98,12 +109,15 @@ def _run(cur, statement, reader):
                         "to an existing user (see README)")
 
 
-def reset_warehouse(cfg, conn):
-    """Drop and create in one transaction, while no etl.py run is loading (PostgreSQL)."""
+def reset_warehouse(cfg, conn, reset_history=False):
+    """Drop and create in one transaction, while no etl.py run is loading (PostgreSQL); the run
+    history is kept (created if missing) unless reset_history. Returns the tables dropped."""
     lock = db.etl_lock(conn) if cfg.engine == "postgres" else contextlib.nullcontext()
     with lock:
-        dropped = drop_tables(conn)
-        create_tables(conn, cfg.engine)
+        tables = dropped_tables(reset_history)
+        kept = [t for t in sql_queries.TABLES if t not in tables and t not in db.missing_tables(conn, [t])]
+        dropped = drop_tables(conn, tables)
+        create_tables(conn, cfg.engine, [t for t in sql_queries.TABLES if t not in kept])
         grant_reader(cfg, conn)
         conn.commit()
     return dropped
@@ -111,22 +125,27 @@ def reset_warehouse(cfg, conn):
 
 def main(cfg, args):
     if args.dry_run:
-        return db.print_dry_run(cfg, lambda: reset(cfg, yes=True))
-    dropped = reset(cfg, args.yes)
+        return db.print_dry_run(cfg, lambda: reset(cfg, yes=True, reset_history=args.reset_history))
+    dropped = reset(cfg, args.yes, args.reset_history)
+    created = dropped_tables(args.reset_history)
+    kept = [t for t in sql_queries.TABLES if t not in created]
     print(f"{cfg.describe()}: dropped {len(dropped)} existing tables, "
-          f"created {len(sql_queries.TABLES)}: {', '.join(sql_queries.TABLES)}")
+          f"created {len(created)}: {', '.join(created)}"
+          + (f"; kept {', '.join(kept)} (the run history; --reset-history empties it)" if kept else ""))
 
 
-def reset(cfg, yes=True):
+def reset(cfg, yes=True, reset_history=False):
     with db.connection(cfg) as conn:
         if not yes:
-            confirm_drop(cfg, tables_with_rows(conn))
-        return reset_warehouse(cfg, conn)
+            confirm_drop(cfg, tables_with_rows(conn, reset_history))
+        return reset_warehouse(cfg, conn, reset_history)
 
 
 def add_arguments(p):
     p.add_argument("--yes", action="store_true",
                    help="drop tables that hold rows without asking (needed when not at a terminal)")
+    p.add_argument("--reset-history", action="store_true",
+                   help="also drop and recreate etl_runs, the history of etl.py runs (kept otherwise)")
     p.add_argument("--dry-run", action="store_true",
                    help="print every SQL statement it would run, connecting to nothing")
 

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from datetime import date, datetime, timedelta, timezone
 import psycopg2
 
 import db
+import history
+import quality
 import sql_queries
 import staging
 from cli import main_entry
@@ -40,6 +43,7 @@ class EtlResult:
     after: dict = field(default_factory=dict)       # every table -> rows after the run
     changed: list = field(default_factory=list)     # [(table, action, label, rows)]: update, delete steps
     steps: dict = field(default_factory=dict)       # step -> seconds
+    checks: list = field(default_factory=list)      # [quality.Outcome] of the load's checks
 
     def record_staging(self, staged):
         self.staged = staged
@@ -54,7 +58,9 @@ class EtlResult:
 
 
 def new_run_id():
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}"
+    """UTC time to the millisecond and the process: unique, also for runs one process makes."""
+    now = datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}-{os.getpid()}"
 
 
 def find_sources(cfg, s3=None, days=None):
@@ -128,11 +134,12 @@ def prepare_table(cfg, table):
 
 
 def check_batch(cfg, prepared):
-    """The PostgreSQL checks, on the prepared rows, on their own connection; [(name, rows found)]."""
-    for table in ("new_plays", "new_times"):
+    """The load's checks on PostgreSQL: on the prepared rows (sql_queries.load_checks), on their
+    own connection; [quality.Outcome]."""
+    for table in sql_queries.SCRATCH_TABLES:
         prepared[table].result()
     with db.connection(cfg) as conn:
-        found = run_checks(conn, "postgres")
+        found = quality.run(conn, sql_queries.load_checks("postgres"))
         conn.rollback()
     return found
 
@@ -140,22 +147,25 @@ def check_batch(cfg, prepared):
 def prepare_star_rows(cfg, pool):
     """Start preparing the scratch tables, and checking them, on other connections;
     return {scratch table or "checks": future}. The plays (the longest) and the times start
-    first, then the users; the checks, which wait for plays and times, last."""
+    first, then the users; the checks, which wait for all three, last."""
     prepared = {t: pool.submit(prepare_table, cfg, t) for t in sql_queries.SCRATCH_TABLES}
     prepared["checks"] = pool.submit(check_batch, cfg, prepared)
     return prepared
 
 
-def insert_star_tables(conn, engine="postgres", prepared=None):
+def insert_star_tables(conn, engine="postgres", prepared=None, checks=None, progress=None):
     """Staging -> star tables and the checks, in one transaction; return (before, after,
     changed, seconds): row counts, and [(table, action, label, rows)] of the steps that update
-    or delete.
+    or delete. A failing check rolls it all back (UserError naming it and the rows found);
+    the checks' outcomes go into `checks` (a list) if given, failing or not.
 
     prepared: from prepare_star_rows() (PostgreSQL): each scratch table is waited for just
     before the first step that reads it. Without it the scratch tables are made, and the
-    checks run, here in this transaction (Redshift).
+    checks run, here in this transaction (Redshift). progress: a StarProgress, which says
+    every few seconds which step is running.
     """
     started = time.monotonic()
+    progress = progress or StarProgress()
     before = db.row_counts(conn, sql_queries.LOADED_TABLES)
     with conn.cursor() as cur:
         for q in sql_queries.transform_settings[engine]:
@@ -163,14 +173,16 @@ def insert_star_tables(conn, engine="postgres", prepared=None):
         first_load = take_over_empty_tables(cur, before) if engine == "postgres" else []
         if prepared is None:
             for table in sql_queries.SCRATCH_TABLES:
-                for q in sql_queries.prepare_statements(table, engine):
-                    cur.execute(q)
-        after, changed = apply_steps(cur, before, prepared, first_load)
+                with progress.step(f"prepare {table}"):
+                    for q in sql_queries.prepare_statements(table, engine):
+                        cur.execute(q)
+        after, changed = apply_steps(cur, before, prepared, first_load, progress)
     transform = time.monotonic() - started
-    found = prepared["checks"].result() if prepared else run_checks(conn, engine)
-    for name, bad in found:
-        if bad:
-            raise UserError(f"check failed: {bad} {name}; nothing was committed")
+    with progress.step("checks"):
+        found = prepared["checks"].result() if prepared else quality.run(conn, sql_queries.load_checks(engine))
+    if checks is not None:
+        checks.extend(found)
+    judge(found)
     with conn.cursor() as cur:
         for q in sql_queries.drop_scratch:
             cur.execute(q)
@@ -184,7 +196,17 @@ def insert_star_tables(conn, engine="postgres", prepared=None):
 MOVES = {"insert": 1, "update": 0, "delete": -1}  # how a step's row count moves its table's
 
 
-def apply_steps(cur, before, prepared, first_load):
+def judge(outcomes):
+    """Print each warning; raise a UserError naming every failing check and the rows it found."""
+    for o in outcomes:
+        if o.status == "warn":
+            log.warning("warning: check %s", o.describe())
+    failed = [o.describe() for o in outcomes if o.status == "fail"]
+    if failed:
+        raise UserError(f"check failed: {'; '.join(failed)}; nothing was committed")
+
+
+def apply_steps(cur, before, prepared, first_load, progress):
     """sql_queries.apply_steps in order, each once the scratch table it reads is ready; a table
     of first_load gets its keys back after its last step. Returns the loaded tables' row counts,
     and [(table, action, label, rows)] for each step that updates or deletes."""
@@ -192,9 +214,11 @@ def apply_steps(cur, before, prepared, first_load):
     last_step = {s.table: i for i, s in enumerate(sql_queries.apply_steps)}
     for i, step in enumerate(sql_queries.apply_steps):
         if prepared and step.needs:
-            prepared[step.needs].result()
+            with progress.step(f"waiting for the prepared {step.needs}"):
+                prepared[step.needs].result()
         started = time.monotonic()
-        cur.execute(step.sql)
+        with progress.step(f"{step.action} {step.table}"):
+            cur.execute(step.sql)
         after[step.table] += MOVES[step.action] * cur.rowcount
         if step.action != "insert":
             changed.append((step.table, step.action, step.label, cur.rowcount))
@@ -202,8 +226,9 @@ def apply_steps(cur, before, prepared, first_load):
         if step.table in first_load and last_step[step.table] == i:
             started = time.monotonic()
             with db.only_when(cur, "first load"):
-                for q in sql_queries.add_keys(step.table):
-                    cur.execute(q)
+                for key, q in zip(sql_queries.TABLE[step.table].keys_for("postgres"), sql_queries.add_keys(step.table)):
+                    with progress.step(f"build {key.name}", key_build=True):
+                        cur.execute(q)
             log.debug("%s: keys built, %.2f s", step.table, time.monotonic() - started)
     return after, changed
 
@@ -234,14 +259,66 @@ def drop_scratch(conn):
     conn.commit()
 
 
-def run_checks(conn, engine):
-    """Each check counts rows that must not exist; [(name, rows found)]."""
-    found = []
-    with conn.cursor() as cur:
-        for name, q in sql_queries.check_queries[engine]:
-            cur.execute(q)
-            found.append((name, cur.fetchone()[0]))
-    return found
+PROGRESS_EVERY = 5.0  # seconds between progress lines
+
+
+class StarProgress:
+    """While the star transaction runs: at most every few seconds, a line saying which step is
+    running and for how long, and for a key build (PostgreSQL) the rows so far, read from
+    pg_stat_progress_create_index on a connection of its own, opened only if a build lasts
+    that long. Without a cfg (Redshift), the step and its time."""
+
+    def __init__(self, cfg=None, conn=None, every=None):
+        self.cfg, self.every = cfg, every or PROGRESS_EVERY
+        self.backend = conn.info.backend_pid if cfg is not None and not db.is_dry_run(conn) else None
+        self.what, self.key_build, self.started, self.begun = None, False, 0.0, time.monotonic()
+        self.done, self.reader, self.thread = threading.Event(), None, None
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self._report, name="star-progress", daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+        if self.reader is not None:
+            self.reader.close()
+
+    @contextlib.contextmanager
+    def step(self, what, key_build=False):
+        self.what, self.key_build, self.started = what, key_build, time.monotonic()
+        try:
+            yield
+        finally:
+            self.what = None
+
+    def _report(self):
+        while not self.done.wait(self.every):
+            what, key_build, started = self.what, self.key_build, self.started
+            if what is None:
+                continue
+            rows = self._key_build_rows() if key_build else ""
+            now = time.monotonic()
+            log.info("  star tables: %s%s, %.1f s (%.1f s in all)", what, rows, now - started, now - self.begun)
+
+    def _key_build_rows(self):
+        if self.backend is None:
+            return ""
+        try:
+            if self.reader is None:
+                self.reader = db.connect(self.cfg, autocommit=True)
+            with self.reader.cursor() as cur:
+                cur.execute(sql_queries.key_build_progress, (self.backend,))
+                row = cur.fetchone()
+        except (psycopg2.Error, UserError):
+            return ""
+        if not row:
+            return ""
+        phase, tuples_done, tuples_total, blocks_done, blocks_total = row
+        if tuples_total:
+            return f", {phase}: {tuples_done:,} of {tuples_total:,} rows"
+        return f", {phase}: {blocks_done:,} of {blocks_total:,} blocks" if blocks_total else f", {phase}"
 
 
 def run_etl(cfg, max_errors=None, wait=True, s3=None, days=None):
@@ -254,25 +331,25 @@ def run_etl(cfg, max_errors=None, wait=True, s3=None, days=None):
         listing = lister.submit(find_sources, cfg, s3, days)
         with db.connection(cfg) as conn:
             db.require_tables(conn)
-            with db.etl_lock(conn, wait):
+            with db.etl_lock(conn, wait), history.recorded(cfg, result, conn):
                 sources, s3 = listing.result()
                 result.before.update(db.row_counts(conn, ["load_errors"]))  # this run's: the difference
                 conn.commit()
                 result.record_staging(load_staging(cfg, conn, sources, result.run_id, s3))
                 check_set_aside(conn, result.staged, result.run_id, max_errors)
-                result.record_star(transform(cfg, conn))
+                result.record_star(transform(cfg, conn, result.checks))
     result.steps["total"] = time.monotonic() - started
     return result
 
 
-def transform(cfg, conn):
-    """Staging -> star on PostgreSQL; returns insert_star_tables()'s result. The heavy SELECTs
-    run on their own connections, one per core, and this one applies their results to the star
-    tables as each is ready."""
+def transform(cfg, conn, checks=None):
+    """Staging -> star on PostgreSQL; returns insert_star_tables()'s result (the checks'
+    outcomes into `checks`). The heavy SELECTs run on their own connections, one per core, and
+    this one applies their results to the star tables as each is ready."""
     try:
         with ThreadPoolExecutor(min(len(sql_queries.SCRATCH_TABLES), os.cpu_count() or 1),
-                                thread_name_prefix="prepare") as pool:
-            return insert_star_tables(conn, "postgres", prepare_star_rows(cfg, pool))
+                                thread_name_prefix="prepare") as pool, StarProgress(cfg, conn) as progress:
+            return insert_star_tables(conn, "postgres", prepare_star_rows(cfg, pool), checks, progress)
     except (UserError, psycopg2.Error):
         with contextlib.suppress(psycopg2.Error):  # the connection may be what failed
             drop_scratch(conn)
@@ -280,8 +357,8 @@ def transform(cfg, conn):
 
 
 def load_staging_redshift(cfg, conn, run_id, max_errors, sources, copies):
-    """Run the COPYs (staging.copy_plan) from S3, inside the caller's transaction; return a
-    StagingResult per source.
+    """Run the COPYs (staging.copy_plan) from S3, inside the caller's transaction (which holds
+    sql_queries.load_lock); return a StagingResult per source.
 
     Each COPY lets through what remains of max_errors; the records it skipped are copied from
     Redshift's load-error table (by the COPY's query id) into load_errors and counted. More
@@ -292,7 +369,6 @@ def load_staging_redshift(cfg, conn, run_id, max_errors, sources, copies):
                for source, found in sources.items()}
     copy_ids = []
     with conn.cursor() as cur:
-        cur.execute(sql_queries.load_lock)  # one load at a time, until commit
         for q in sql_queries.clear_staging["redshift"]:
             cur.execute(q)
         for copy in copies:
@@ -364,16 +440,20 @@ def run_redshift(cfg, conn, max_errors=None, days=None, s3=None):
     sql_queries.copy_table_queries(cfg)  # a configuration it cannot load stops here
     result = EtlResult(new_run_id(), days=list(days or []))
     started = time.monotonic()
-    sources, s3 = find_sources(cfg, s3, days)
-    copies, manifests = staging.copy_plan(cfg, sources, result.run_id, days)
-    if db.is_dry_run(conn):
-        for uri, manifest in manifests.items():
-            log.info("dry run: would write manifest %s (%s)", uri, staging.plural(len(manifest["entries"]), "file"))
-    else:
-        staging.write_manifests(s3, manifests)
     db.require_tables(conn)
-    result.record_staging(load_staging_redshift(cfg, conn, result.run_id, max_errors, sources, copies))
-    result.record_star(insert_star_tables(conn, "redshift"))
+    with conn.cursor() as cur:
+        cur.execute(sql_queries.load_lock)  # one load at a time, until commit: the ETL lock
+    with history.recorded(cfg, result, conn):
+        sources, s3 = find_sources(cfg, s3, days)
+        copies, manifests = staging.copy_plan(cfg, sources, result.run_id, days)
+        if db.is_dry_run(conn):
+            for uri, manifest in manifests.items():
+                log.info("dry run: would write manifest %s (%s)", uri, staging.plural(len(manifest["entries"]), "file"))
+        else:
+            staging.write_manifests(s3, manifests)
+        result.record_staging(load_staging_redshift(cfg, conn, result.run_id, max_errors, sources, copies))
+        with StarProgress() as progress:
+            result.record_star(insert_star_tables(conn, "redshift", checks=result.checks, progress=progress))
     result.steps["total"] = time.monotonic() - started
     return result
 
@@ -397,9 +477,12 @@ def summary(result):
                ", ".join(changed.get(t, []))]
               for t in sql_queries.TABLES if t in result.after]
     sources = "; ".join(f"{staging.SOURCES[r.source][0]} from {r.location}" for r in result.staged)
+    n = quality.counts(result.checks)
+    checks = f"checks: {n['pass']} passed, {n['warn']} warned" + "".join(
+        f"\n  warning: {o.describe()}" for o in result.checks if o.status == "warn")
     return "\n".join([f"run {result.run_id}{describe_days(result.days)}", sources, ""]
                      + columns(["step", "seconds", "notes"], steps, "<><")
-                     + [""] + columns(["table", "rows", "added", "notes"], tables, "<>><"))
+                     + [""] + columns(["table", "rows", "added", "notes"], tables, "<>><") + ["", checks])
 
 
 def describe_days(days):
@@ -421,7 +504,9 @@ def as_json(result):
                        "after": result.after,
                        "changed": [{"table": t, "action": action, "counted_as": label, "rows": rows}
                                    for t, action, label, rows in result.changed],
-                       "staged": [dict(dataclasses.asdict(r), empty=r.empty) for r in result.staged]})
+                       "staged": [dict(dataclasses.asdict(r), empty=r.empty) for r in result.staged],
+                       "checks": [{"check": o.check.name, "status": o.status, "found": o.found,
+                                   "examples": [[str(v) for v in e] for e in o.examples]} for o in result.checks]})
 
 
 def main(cfg, args):

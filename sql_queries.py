@@ -37,6 +37,7 @@ DIALECT = {
         # (whole microseconds, in a double, for any date within 285 years of 1970)
         "event_time": "TIMESTAMP 'epoch' + ts * INTERVAL '1 millisecond'",
         "record": "TEXT",              # a bad record whole, however long
+        "details": "TEXT",             # JSON text
     },
     "redshift": {
         "staging": "TABLE",
@@ -56,6 +57,9 @@ DIALECT = {
         "event_time": ("TIMESTAMP 'epoch' + ts / 1000 * INTERVAL '1 second' "  # integer arithmetic
                        "+ ts % 1000 * INTERVAL '1 millisecond'"),
         "record": "VARCHAR(65535)",    # Redshift's longest text: record_bytes says what was cut
+        # JSON text, as on PostgreSQL: bound as a string, read by any client (SUPER would need
+        # JSON_PARSE on the way in; a few KB of counts need none of its 16 MB)
+        "details": "VARCHAR(65535)",
     },
 }
 
@@ -245,12 +249,39 @@ reason       VARCHAR(1024) NOT NULL,
 record       {record},
 record_bytes BIGINT""", layout="all")
 
+# etl_runs: one row per etl.py run, kept by create_tables.py (unless --reset-history). Written on
+# its own connection, outside the load's transaction, so a rollback leaves it: inserted as
+# running once the run holds the ETL lock, updated when it ends (succeeded, failed with its error,
+# or interrupted); a run killed outright is marked interrupted by the next run (HISTORY_*).
+# Times are UTC. first_day/last_day: the log days loaded (NULL: every log file). sources,
+# star_changes and warnings are JSON text: per source its location, files, records staged and set
+# aside; per loaded table its rows added (and updated, matched, deleted); the warning checks.
+etl_runs = Table("etl_runs", "bookkeeping", """
+run_id        VARCHAR(64) NOT NULL,
+status        VARCHAR(16) NOT NULL,
+engine        VARCHAR(16) NOT NULL,
+started_at    TIMESTAMP NOT NULL,
+finished_at   TIMESTAMP,
+first_day     DATE,
+last_day      DATE,
+files         INTEGER,
+staged        BIGINT,
+set_aside     BIGINT,
+plays_added   BIGINT,
+checks_passed INTEGER,
+checks_warned INTEGER,
+checks_failed INTEGER,
+error         VARCHAR(1024),
+sources       {details},
+star_changes  {details},
+warnings      {details}""", keys=(Key("etl_runs_pkey", "PRIMARY KEY (run_id)"),), layout="all")
+
 # The registry, in create order: every list of tables below, in the scripts, the tests and the
 # bench, comes from it. A new table is one entry here plus its statements.
 REGISTRY = (
     Table("staging_events", "staging", staging_columns(EVENT_FIELDS)),
     Table("staging_songs", "staging", staging_columns(SONG_FIELDS)),
-    songplays, users, songs, artists, time_table, song_keys, unmatched_plays, load_errors,
+    songplays, users, songs, artists, time_table, song_keys, unmatched_plays, load_errors, etl_runs,
 )
 TABLE = {t.name: t for t in REGISTRY}
 TABLES = tuple(t.name for t in REGISTRY)
@@ -264,9 +295,18 @@ PREPARE_READS = STAGING_TABLES + ("song_keys",)
 # A first load takes over the loaded tables that are empty (etl.take_over_empty_tables).
 TAKEN_OVER_WHEN_EMPTY = tuple(t for t in LOADED_TABLES if t not in PREPARE_READS)
 
+HISTORY_TABLES = ("etl_runs",)  # kept by create_tables.py unless --reset-history; written outside a load
+
 drop_table_queries = [f"DROP TABLE IF EXISTS {t}" for t in reversed(TABLES)]
-create_table_queries = {engine: [q for t in REGISTRY for q in [t.create(engine)] + [
-    k.add(t.name) for k in t.keys_for(engine) if k.definition.startswith("INDEX")]] for engine in DIALECT}
+
+
+def table_statements(table, engine):
+    """CREATE TABLE and its indexes."""
+    t = TABLE[table]
+    return [t.create(engine)] + [k.add(t.name) for k in t.keys_for(engine) if k.definition.startswith("INDEX")]
+
+
+create_table_queries = {engine: [q for t in TABLES for q in table_statements(t, engine)] for engine in DIALECT}
 
 
 def drop_keys(table):
@@ -472,7 +512,8 @@ clear_staging = {
 }
 # Redshift: the load's transaction holds every table it writes (staging, star, load_errors),
 # so no other load interleaves with it; readers wait until it commits.
-load_lock = "LOCK " + ", ".join(TABLES)
+# (Not etl_runs: the run's row is written on another connection while the load runs.)
+load_lock = "LOCK " + ", ".join(t for t in TABLES if t not in HISTORY_TABLES)
 
 # Redshift keeps the records a COPY skipped (under MAXERROR) in its load-error table, by the
 # COPY's query id (pg_last_copy_id(), read right after it): STL_LOAD_ERRORS on a provisioned
@@ -725,38 +766,157 @@ def transform_queries(engine):
     return transform_settings[engine] + prepare + [s.sql for s in apply_steps] + drop_scratch
 
 
-# Checks: each counts rows that must not exist; any found and nothing is committed.
-# Redshift's keys are only declarations: the star tables are checked inside the transaction,
-# duplicates counted. PostgreSQL enforces the keys itself (primary keys, the unique event key)
-# and checks the batch, on its own connection while the star transaction inserts: every play's
-# time is among the batch's times (and the time insert adds each one the warehouse lacks).
-_orphan_check = [
-    ("plays without a time row",
-     "SELECT COUNT(*) FROM songplays p WHERE NOT EXISTS (SELECT 1 FROM time t WHERE t.start_time = p.start_time)"),
-]
+# --- Data-quality checks, declared (in the spirit of dbt's tests) ----------------------------
+# Each Check is a small record from which its query is made. A query returns what it found: the
+# offending keys (at most EXAMPLES, in key order) each with the total number of offending rows
+# in its last column, or for a measure one row whose last column is the value; no row: nothing
+# found. A check passes when what it finds is no more than its threshold, else it fails or (by
+# its severity) warns. Two forms:
+# - warehouse: the tables as they stand (analytics.py --quality);
+# - batch: what a load is adding, so a load's checks cost what its batch costs: the batch's
+#   prepared rows (BATCH) against the dimensions' rows that batch rows may refer to. PostgreSQL
+#   runs them on their own connection while the star transaction inserts, Redshift inside it.
+# A failing check at load time rolls the load back; a warning is printed and kept in etl_runs.
+EXAMPLES = 5
+BATCH = {"songplays": "new_plays", "time": "new_times", "users": "latest_users"}  # a table's batch rows
+# Where a batch play's key is found: its user and time among the batch's own rows (they are made
+# from the same events); its matched song and artist among the catalogue's match keys as
+# committed (each from a song file an earlier load put in songs and artists) or in the batch's
+# song files. Not songs and artists themselves: PostgreSQL's checks run beside the star
+# transaction, which a first load has locked them in (PREPARE_READS); --quality reads them.
+BATCH_LOOKUP = {"users": ("latest_users",), "time": ("new_times",),
+                "songs": ("song_keys", "staging_songs"), "artists": ("song_keys", "staging_songs")}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str               # what it finds, as a failure reads: "plays whose user is not in users"
+    kind: str               # unique | not_null | relationship | accepted_values | freshness | null_share | gaps
+    table: str
+    columns: tuple
+    severity: str = "fail"  # fail | warn
+    threshold: float = 0    # more found than this: it fails, or warns
+    to: str = ""            # relationship: the table the column refers to (same column name)
+    values: tuple = ()      # accepted_values
+
+    def sql(self, scope="warehouse", engine="postgres"):
+        """Its query on the whole warehouse, or on the batch (None: it has no batch form: the
+        keys of the star tables, and the tables a load does not prepare)."""
+        if scope == "batch" and (self.kind == "unique" or self.table not in BATCH):
+            return None
+        table = BATCH[self.table] if scope == "batch" else self.table
+        cols = ", ".join(f"x.{c}" for c in self.columns)
+        col = f"x.{self.columns[0]}"
+        offending = (f"SELECT {cols}, SUM(COUNT(*)) OVER () AS found FROM {table} x\n"
+                     "WHERE {where}\nGROUP BY " + cols + "{having}\nORDER BY " + cols + f"\nLIMIT {EXAMPLES}")
+        if self.kind == "unique":
+            return offending.format(where="TRUE", having="\nHAVING COUNT(*) > 1").replace("WHERE TRUE\n", "")
+        if self.kind == "relationship":
+            lookups = BATCH_LOOKUP[self.to] if scope == "batch" else (self.to,)
+            missing = "".join(f"\n  AND NOT EXISTS (SELECT 1 FROM {d} d WHERE d.{self.columns[0]} = {col})"
+                              for d in lookups)
+            return offending.format(where=f"{col} IS NOT NULL{missing}", having="")
+        if self.kind == "accepted_values":
+            values = ", ".join(str(v) if isinstance(v, int) else sql_literal(v, self.name) for v in self.values)
+            return offending.format(where=f"{col} NOT IN ({values})", having="")
+        if self.kind == "not_null":
+            return (f"SELECT found FROM (SELECT COUNT(*) AS found FROM {table} x WHERE {col} IS NULL) c "
+                    "WHERE found > 0")
+        if self.kind == "null_share":  # the rows with a NULL, of all rows, and that in percent
+            return (f"SELECT nulls, all_rows, ROUND(100.0 * nulls / all_rows, 2) AS found\n"
+                    f"FROM (SELECT SUM(CASE WHEN {col} IS NULL THEN 1 ELSE 0 END) AS nulls, COUNT(*) AS all_rows\n"
+                    f"      FROM {table} x) s\nWHERE all_rows > 0")
+        if self.kind == "freshness":  # the newest play's day against the newest play event's day staged
+            event_time = DIALECT[engine]["event_time"]
+            return (f"SELECT newest_play, newest_event, 1 AS found\n"
+                    f"FROM (SELECT CAST(MAX({col}) AS DATE) AS newest_play FROM {table} x) p\n"
+                    f"CROSS JOIN (SELECT CAST({event_time} AS DATE) AS newest_event\n"
+                    f"            FROM (SELECT MAX(ts) AS ts FROM staging_events WHERE page = 'NextSong') m) e\n"
+                    f"WHERE newest_event > COALESCE(newest_play, DATE '1900-01-01')")
+        if self.kind == "gaps":  # runs of days without a row between the first day and the last
+            return (f"SELECT day, next_day, COUNT(*) OVER () AS found\n"
+                    f"FROM (SELECT day, LEAD(day) OVER (ORDER BY day) AS next_day\n"
+                    f"      FROM (SELECT DISTINCT CAST({col} AS DATE) AS day FROM {table} x) d) g\n"
+                    f"WHERE next_day > day + INTERVAL '1 day'\nORDER BY day\nLIMIT {EXAMPLES}")
+        raise ValueError(f"unknown kind of check: {self.kind}")
+
+
+PLAY_KEY = ("session_id", "item_in_session", "start_time")
+CHECKS = (
+    # Keys: unique (PostgreSQL's keys enforce these; Redshift's are declarations) and not null.
+    Check("duplicate users", "unique", "users", ("user_id",)),
+    Check("duplicate songs", "unique", "songs", ("song_id",)),
+    Check("duplicate artists", "unique", "artists", ("artist_id",)),
+    Check("duplicate times", "unique", "time", ("start_time",)),
+    Check("duplicate catalogue keys", "unique", "song_keys", ("title", "artist_name", "duration")),
+    Check("duplicate plays", "unique", "songplays", PLAY_KEY),
+    Check("plays without a time", "not_null", "songplays", ("start_time",)),
+    Check("plays without a user (logged out)", "not_null", "songplays", ("user_id",), severity="warn"),
+    # Relationships: each key of a play is in its dimension.
+    Check("plays whose user is not in users", "relationship", "songplays", ("user_id",), to="users"),
+    Check("plays whose time is not in time", "relationship", "songplays", ("start_time",), to="time"),
+    Check("plays whose song is not in songs", "relationship", "songplays", ("song_id",), to="songs"),
+    Check("plays whose artist is not in artists", "relationship", "songplays", ("artist_id",), to="artists"),
+    Check("songs whose artist is not in artists", "relationship", "songs", ("artist_id",), to="artists"),
+    # Accepted values.
+    Check("plays with a level not free or paid", "accepted_values", "songplays", ("level",), values=("free", "paid")),
+    Check("users with a level not free or paid", "accepted_values", "users", ("level",), values=("free", "paid")),
+    Check("times with an hour not 0-23", "accepted_values", "time", ("hour",), values=tuple(range(24))),
+    Check("times with a weekday not 0-6", "accepted_values", "time", ("weekday",), values=tuple(range(7))),
+    Check("times with a month not 1-12", "accepted_values", "time", ("month",), values=tuple(range(1, 13))),
+    # Freshness: the plays reach the newest day of the logs staged (the last load's).
+    Check("newest play older than the newest log day", "freshness", "songplays", ("start_time",)),
+    # Thresholds that warn: a catalogue that covers few of the plays; days without plays.
+    Check("% of plays not matched to the song catalogue", "null_share", "songplays", ("song_id",),
+          severity="warn", threshold=10),
+    Check("gaps of days with no plays", "gaps", "songplays", ("start_time",), severity="warn"),
+)
+
+
+def load_checks(engine):
+    """[(Check, query)] a load runs: each check's batch form; on Redshift also the unique keys,
+    on the whole tables (its keys are not enforced; a columnar scan of a key is its way)."""
+    checks = [(c, c.sql("batch", engine)) for c in CHECKS if c.sql("batch", engine)]
+    if engine == "redshift":
+        checks += [(c, c.sql("warehouse", engine)) for c in CHECKS if c.kind == "unique"]
+    return checks
+
+
+def warehouse_checks(engine):
+    """[(Check, query)] on the whole warehouse, every check (analytics.py --quality)."""
+    return [(c, c.sql("warehouse", engine)) for c in CHECKS]
+
+
+# --- The run history (etl_runs; history.py writes it, analytics.py --runs reads it) -----------
+history_orphans = """
+UPDATE etl_runs SET status = 'interrupted', error = %(error)s
+WHERE status = 'running' AND run_id <> %(run_id)s"""
+history_start = """
+INSERT INTO etl_runs (run_id, status, engine, started_at, first_day, last_day, sources)
+VALUES (%(run_id)s, 'running', %(engine)s, %(started_at)s, %(first_day)s, %(last_day)s, %(sources)s)"""
+history_finish = """
+UPDATE etl_runs SET status = %(status)s, finished_at = %(finished_at)s, files = %(files)s,
+       staged = %(staged)s, set_aside = %(set_aside)s, plays_added = %(plays_added)s,
+       checks_passed = %(checks_passed)s, checks_warned = %(checks_warned)s,
+       checks_failed = %(checks_failed)s, error = %(error)s, sources = %(sources)s,
+       star_changes = %(star_changes)s, warnings = %(warnings)s
+WHERE run_id = %(run_id)s"""
+last_runs = """
+SELECT run_id, status,
+       CASE WHEN first_day IS NULL THEN 'all'
+            WHEN first_day = last_day THEN CAST(first_day AS VARCHAR(10))
+            ELSE CAST(first_day AS VARCHAR(10)) || ' to ' || CAST(last_day AS VARCHAR(10)) END AS days,
+       files, staged, set_aside, plays_added, checks_passed AS passed, checks_warned AS warned,
+       checks_failed AS failed, DATE_TRUNC('second', started_at) AS started_utc,
+       DATE_TRUNC('second', finished_at) AS finished_utc, error
+FROM etl_runs ORDER BY started_at DESC, run_id DESC LIMIT %s"""
 
 
 
-def _duplicates(table, key):
-    """Keys held by more than one row. Not COUNT(DISTINCT key): Redshift's planner assumes a
-    declared primary key is unique and may answer a DISTINCT over it without reading the rows."""
-    return f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} GROUP BY {key} HAVING COUNT(*) > 1) d"
-
-
-_duplicate_checks = [
-    ("duplicate users", _duplicates("users", "user_id")),
-    ("duplicate songs", _duplicates("songs", "song_id")),
-    ("duplicate artists", _duplicates("artists", "artist_id")),
-    ("duplicate times", _duplicates("time", "start_time")),
-    ("duplicate catalogue keys", _duplicates("song_keys", "title, artist_name, duration")),
-    ("duplicate plays", _duplicates("songplays", "session_id, item_in_session, start_time")),
-]
-_batch_checks = [
-    ("plays without a time row", """
-SELECT COUNT(*) FROM new_plays p
-WHERE NOT EXISTS (SELECT 1 FROM new_times n WHERE n.start_time = p.start_time)"""),
-]
-check_queries = {"postgres": _batch_checks, "redshift": _orphan_check + _duplicate_checks}
+# PostgreSQL: how far a key build of a backend is (etl.StarProgress).
+key_build_progress = """
+SELECT phase, tuples_done, tuples_total, blocks_done, blocks_total
+FROM pg_stat_progress_create_index WHERE pid = %s"""
 
 count_rows = "SELECT COUNT(*) FROM {table}"
 existing_tables = """

@@ -65,8 +65,9 @@ def warehouse(make_cfg):
 
 
 def reset(cfg):
+    """Every table empty, the run history too."""
     with db.connection(cfg) as conn:
-        create_tables.reset_warehouse(cfg, conn)
+        create_tables.reset_warehouse(cfg, conn, reset_history=True)
 
 
 def query(cfg, sql, params=None):

@@ -276,9 +276,11 @@ def test_literals_are_quoted_and_junk_refused():
 
 def redshift_statements():
     return (sql_queries.create_table_queries["redshift"] + sql_queries.drop_table_queries
-            + sql_queries.transform_queries("redshift") + [q for _, q in sql_queries.check_queries["redshift"]]
+            + sql_queries.transform_queries("redshift") + [q for _, q in sql_queries.load_checks("redshift") + sql_queries.warehouse_checks("redshift")]
             + [q for _, q in sql_queries.analytics_queries] + list(sql_queries.load_error_queries.values())
-            + sql_queries.clear_staging["redshift"] + sql_queries.copy_table_queries(REDSHIFT))
+            + sql_queries.clear_staging["redshift"] + sql_queries.copy_table_queries(REDSHIFT)
+            + [sql_queries.history_orphans, sql_queries.history_start, sql_queries.history_finish,
+               sql_queries.last_runs])
 
 
 @pytest.mark.parametrize("statement", redshift_statements(), ids=lambda q: " ".join(q.split())[:60])

@@ -33,7 +33,7 @@ def test_bundled_sample_gives_the_exact_counts(warehouse):
     result = load(warehouse)
     assert counts(warehouse) == {"staging_events": 8056, "staging_songs": 71, "songplays": 6820,
                                  "users": 97, "songs": 71, "artists": 69, "time": 6813,
-                                 "song_keys": 71, "unmatched_plays": 6819, "load_errors": 0}
+                                 "song_keys": 71, "unmatched_plays": 6819, "load_errors": 0, "etl_runs": 1}
     assert query(warehouse, "SELECT COUNT(song_id), COUNT(artist_id) FROM songplays") == [(1, 1)]
     assert result.after["songplays"] - result.before["songplays"] == 6820
     assert result.after == counts(warehouse)  # the summary's counts are the tables'

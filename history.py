@@ -1,0 +1,90 @@
+"""Run history: each etl.py run's row in etl_runs, written on a connection of its own (autocommit),
+outside the load's transaction, so that a rollback leaves it.
+
+A run that holds the ETL lock inserts its row as running; any other row still running then
+belongs to a run that ended without updating it (killed outright, its machine lost), since a
+live run would hold the lock: it is marked interrupted. At the end the row says succeeded, or
+failed with its one-line error (after the rollback), or interrupted (Ctrl-C)."""
+import contextlib
+import json
+import logging
+from datetime import datetime, timezone
+
+import psycopg2
+
+import db
+import quality
+import sql_queries
+import staging
+from errors import UserError, mask_secrets
+
+log = logging.getLogger("sparkify")
+
+
+def utc_now():
+    return datetime.now(timezone.utc).replace(tzinfo=None)  # etl_runs keeps UTC as TIMESTAMP
+
+
+@contextlib.contextmanager
+def recorded(cfg, result, conn):
+    """Around a run that holds the ETL lock (conn: the load's connection): its row, from running
+    to how it ended."""
+    start(cfg, result)
+    try:
+        yield
+    except BaseException as e:
+        with contextlib.suppress(psycopg2.Error):
+            conn.rollback()
+        status = "interrupted" if db.CANCELLED.is_set() or isinstance(e, KeyboardInterrupt) else "failed"
+        with contextlib.suppress(psycopg2.Error, UserError):  # the error that stopped the run comes first
+            finish(cfg, result, status, mask_secrets(one_line(e), cfg))
+        raise
+    finish(cfg, result, "succeeded")
+
+
+def start(cfg, result):
+    """Mark the runs left running interrupted, then insert this one as running."""
+    days = result.days or [None]
+    with db.connection(cfg, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql_queries.history_orphans, {
+            "run_id": result.run_id,
+            "error": f"ended without finishing (killed, or its connection lost); found by run {result.run_id}"})
+        if cur.rowcount:
+            log.info("%s still marked running ended without finishing: marked interrupted",
+                     staging.plural(cur.rowcount, "earlier run"))
+        cur.execute(sql_queries.history_start, {
+            "run_id": result.run_id, "engine": cfg.engine, "started_at": utc_now(),
+            "first_day": days[0], "last_day": days[-1],
+            "sources": json.dumps({s: {"location": getattr(cfg, s)} for s in staging.SOURCES})})
+
+
+def finish(cfg, result, status, error=None):
+    """Update the run's row: how it ended and what it did."""
+    sources = {s: {"location": getattr(cfg, s)} for s in staging.SOURCES}
+    for r in result.staged:
+        sources[r.source].update(files=r.files, staged=r.loaded, set_aside=r.rejected)
+    changes = {t: {"added": result.after[t] - result.before[t]} for t in sql_queries.LOADED_TABLES
+               if t in result.before and t in result.after}
+    for table, _, label, rows in result.changed:
+        changes[table][label] = changes[table].get(label, 0) + rows
+    n = quality.counts(result.checks)
+    with db.connection(cfg, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql_queries.history_finish, {
+            "run_id": result.run_id, "status": status, "finished_at": utc_now(),
+            "files": sum(r.files for r in result.staged) if result.staged else None,
+            "staged": sum(r.loaded for r in result.staged) if result.staged else None,
+            "set_aside": sum(r.rejected for r in result.staged) if result.staged else None,
+            "plays_added": changes["songplays"]["added"] if "songplays" in changes else None,
+            "checks_passed": n["pass"] if result.checks else None,
+            "checks_warned": n["warn"] if result.checks else None,
+            "checks_failed": n["fail"] if result.checks else None,
+            "error": error[:1024] if error else None,
+            "sources": json.dumps(sources), "star_changes": json.dumps(changes),
+            "warnings": json.dumps([o.describe() for o in result.checks if o.status == "warn"])})
+
+
+def one_line(error):
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    first = (str(error).strip().splitlines() or [""])[0]
+    return first if isinstance(error, UserError) else f"{type(error).__name__}: {first}".rstrip(": ")

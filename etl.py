@@ -331,13 +331,14 @@ def run_etl(cfg, max_errors=None, wait=True, s3=None, days=None):
         listing = lister.submit(find_sources, cfg, s3, days)
         with db.connection(cfg) as conn:
             db.require_tables(conn)
-            with db.etl_lock(conn, wait), history.recorded(cfg, result, conn):
+            with db.etl_lock(conn, wait):
                 sources, s3 = listing.result()
-                result.before.update(db.row_counts(conn, ["load_errors"]))  # this run's: the difference
-                conn.commit()
-                result.record_staging(load_staging(cfg, conn, sources, result.run_id, s3))
-                check_set_aside(conn, result.staged, result.run_id, max_errors)
-                result.record_star(transform(cfg, conn, result.checks))
+                with history.recorded(cfg, result, conn):
+                    result.before.update(db.row_counts(conn, ["load_errors"]))  # this run's: the difference
+                    conn.commit()
+                    result.record_staging(load_staging(cfg, conn, sources, result.run_id, s3))
+                    check_set_aside(conn, result.staged, result.run_id, max_errors)
+                    result.record_star(transform(cfg, conn, result.checks))
     result.steps["total"] = time.monotonic() - started
     return result
 
@@ -440,17 +441,17 @@ def run_redshift(cfg, conn, max_errors=None, days=None, s3=None):
     sql_queries.copy_table_queries(cfg)  # a configuration it cannot load stops here
     result = EtlResult(new_run_id(), days=list(days or []))
     started = time.monotonic()
+    sources, s3 = find_sources(cfg, s3, days)
+    copies, manifests = staging.copy_plan(cfg, sources, result.run_id, days)
+    if db.is_dry_run(conn):
+        for uri, manifest in manifests.items():
+            log.info("dry run: would write manifest %s (%s)", uri, staging.plural(len(manifest["entries"]), "file"))
+    else:
+        staging.write_manifests(s3, manifests)
     db.require_tables(conn)
     with conn.cursor() as cur:
         cur.execute(sql_queries.load_lock)  # one load at a time, until commit: the ETL lock
     with history.recorded(cfg, result, conn):
-        sources, s3 = find_sources(cfg, s3, days)
-        copies, manifests = staging.copy_plan(cfg, sources, result.run_id, days)
-        if db.is_dry_run(conn):
-            for uri, manifest in manifests.items():
-                log.info("dry run: would write manifest %s (%s)", uri, staging.plural(len(manifest["entries"]), "file"))
-        else:
-            staging.write_manifests(s3, manifests)
         result.record_staging(load_staging_redshift(cfg, conn, result.run_id, max_errors, sources, copies))
         with StarProgress() as progress:
             result.record_star(insert_star_tables(conn, "redshift", checks=result.checks, progress=progress))

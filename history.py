@@ -1,7 +1,8 @@
 """Run history: each etl.py run's row in etl_runs, written on a connection of its own (autocommit),
 outside the load's transaction, so that a rollback leaves it.
 
-A run that holds the ETL lock inserts its row as running; any other row still running then
+A run is recorded once it has found its sources (a run stopped by its arguments or a missing
+source changed nothing and is not kept). A run that holds the ETL lock inserts its row as running; any other row still running then
 belongs to a run that ended without updating it (killed outright, its machine lost), since a
 live run would hold the lock: it is marked interrupted. At the end the row says succeeded, or
 failed with its one-line error (after the rollback), or interrupted (Ctrl-C)."""
@@ -47,8 +48,7 @@ def start(cfg, result):
     days = result.days or [None]
     with db.connection(cfg, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute(sql_queries.history_orphans, {
-            "run_id": result.run_id,
-            "error": f"ended without finishing (killed, or its connection lost); found by run {result.run_id}"})
+            "run_id": result.run_id, "error": "ended without finishing (killed, or its connection lost)"})
         if cur.rowcount:
             log.info("%s still marked running ended without finishing: marked interrupted",
                      staging.plural(cur.rowcount, "earlier run"))

@@ -823,8 +823,8 @@ class Check:
             return (f"SELECT found FROM (SELECT COUNT(*) AS found FROM {table} x WHERE {col} IS NULL) c "
                     "WHERE found > 0")
         if self.kind == "null_share":  # the rows with a NULL, of all rows, and that in percent
-            return (f"SELECT nulls, all_rows, ROUND(100.0 * nulls / all_rows, 2) AS found\n"
-                    f"FROM (SELECT SUM(CASE WHEN {col} IS NULL THEN 1 ELSE 0 END) AS nulls, COUNT(*) AS all_rows\n"
+            return (f"SELECT null_rows, all_rows, ROUND(100.0 * null_rows / all_rows, 2) AS found\n"
+                    f"FROM (SELECT SUM(CASE WHEN {col} IS NULL THEN 1 ELSE 0 END) AS null_rows, COUNT(*) AS all_rows\n"
                     f"      FROM {table} x) s\nWHERE all_rows > 0")
         if self.kind == "freshness":  # the newest play's day against the newest play event's day staged
             event_time = DIALECT[engine]["event_time"]

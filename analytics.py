@@ -1,5 +1,6 @@
 """Answer the questions the warehouse exists for: most played songs, plays per hour and per day,
-free vs paid plays, top users and locations. Or run one query of your own with --sql.
+free vs paid plays, top users and locations. Or run one query of your own with --sql; list
+the last loads with --runs; check the warehouse's data quality with --quality.
 
 Queries run as the read-only reader (see db.connect), so no text can change data; --sql takes
 exactly one SELECT (or VALUES), run through a server-side cursor, which streams its rows.
@@ -17,6 +18,7 @@ import psycopg2
 import cli
 import db
 import output
+import quality
 import sql_queries
 from cli import main_entry
 from errors import UserError
@@ -149,14 +151,19 @@ def main(cfg, args):
         return serve(cfg, args.port)
     if args.port is not None:
         raise UserError("--port is for --serve", exit_code=2)
-    if args.html and args.sql:
-        raise UserError("--html writes the report (or one --section), not --sql", exit_code=2)
+    if args.html and (args.sql or args.runs or args.quality):
+        other = "--sql" if args.sql else "--runs" if args.runs else "--quality"
+        raise UserError(f"--html writes the report (or one --section), not {other}", exit_code=2)
     conn = open_reader(cfg)
     try:
         db.require_tables(conn, sql_queries.STAR_TABLES)
         if args.sql:
             write(sys.stdout, *stream(conn, one_statement(args.sql)), args.csv)
             return
+        if args.runs:
+            return print_runs(conn, args.runs, args.csv)
+        if args.quality:
+            return print_quality(conn, cfg.engine, args.csv)
         names = [args.section] if args.section else list(SECTIONS)
         if args.html:
             n = output.write_html_file(args.html, "Sparkify plays", report(conn, names))
@@ -199,11 +206,46 @@ def serve(cfg, port):
     print("stopped serving", flush=True)
 
 
+def print_runs(conn, n, as_csv):
+    """The last n runs of etl.py (etl_runs), newest first."""
+    db.require_tables(conn, ["etl_runs"])
+    with conn.cursor() as cur:
+        cur.execute(sql_queries.last_runs, (n,))
+        columns = [d.name for d in cur.description]
+        numeric = [d.type_code in output.NUMERIC_TYPES for d in cur.description]
+        rows = cur.fetchall()
+    write(sys.stdout, columns, numeric, [rows], as_csv)
+
+
+def print_quality(conn, engine, as_csv):
+    """Every data-quality check on the whole warehouse: pass, warn or fail, with what it found;
+    UserError (exit 1) if any fails."""
+    outcomes = quality.run(conn, sql_queries.warehouse_checks(engine))
+    conn.rollback()
+    rows = [(o.status, o.check.name, o.check.table, o.found_text(), o.examples_text()) for o in outcomes]
+    write(sys.stdout, ["status", "check", "table", "found", "examples"], [False, False, False, True, False],
+          [rows], as_csv)
+    failed = [o.check.name for o in outcomes if o.status == "fail"]
+    if failed:
+        raise UserError(f"{len(failed)} of {len(outcomes)} checks failed: {', '.join(failed)}")
+
+
+def positive(text):
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number > 0, not {text!r}")
+    return int(text)
+
+
 def add_arguments(p):
     what = p.add_mutually_exclusive_group()
     what.add_argument("--sql", metavar="QUERY", help="run this one SELECT (or VALUES) instead of the report")
     what.add_argument("--section", metavar="NAME", choices=list(SECTIONS),
                       help="only this section of the report: " + ", ".join(SECTIONS))
+    what.add_argument("--runs", metavar="N", nargs="?", const=20, type=positive,
+                      help="list the last N runs of etl.py (default 20): days, counts, checks, status")
+    what.add_argument("--quality", action="store_true",
+                      help="run every data-quality check on the whole warehouse: pass, warn or fail, "
+                           "with the rows found (exit 1 if any fails)")
     what.add_argument("--serve", action="store_true",
                       help="keep the embedded PostgreSQL running until Ctrl-C and print how to connect "
                            "(psql, notebooks, DBeaver) as the read-only role, over its unix socket")

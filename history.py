@@ -37,8 +37,10 @@ def recorded(cfg, result, conn):
         with contextlib.suppress(psycopg2.Error):
             conn.rollback()
         status = "interrupted" if db.CANCELLED.is_set() or isinstance(e, KeyboardInterrupt) else "failed"
-        with contextlib.suppress(psycopg2.Error, UserError):  # the error that stopped the run comes first
-            finish(cfg, result, status, mask_secrets(one_line(e), cfg))
+        try:
+            finish(cfg, result, status, "interrupted (Ctrl-C)" if status == "interrupted" else mask_secrets(one_line(e), cfg))
+        except (psycopg2.Error, UserError) as not_recorded:  # the error that stopped the run comes first
+            log.debug("the run's end was not recorded in etl_runs: %s", not_recorded)
         raise
     finish(cfg, result, "succeeded")
 
@@ -84,7 +86,5 @@ def finish(cfg, result, status, error=None):
 
 
 def one_line(error):
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted (Ctrl-C)"
     first = (str(error).strip().splitlines() or [""])[0]
     return first if isinstance(error, UserError) else f"{type(error).__name__}: {first}".rstrip(": ")

@@ -111,7 +111,7 @@ def _run(cur, statement, reader):
 
 def reset_warehouse(cfg, conn, reset_history=False):
     """Drop and create in one transaction, while no etl.py run is loading (PostgreSQL); the run
-    history is kept (created if missing) unless reset_history. Returns the tables dropped."""
+    history is kept (created if missing) unless reset_history. Returns (tables dropped, kept)."""
     lock = db.etl_lock(conn) if cfg.engine == "postgres" else contextlib.nullcontext()
     with lock:
         tables = dropped_tables(reset_history)
@@ -120,15 +120,14 @@ def reset_warehouse(cfg, conn, reset_history=False):
         create_tables(conn, cfg.engine, [t for t in sql_queries.TABLES if t not in kept])
         grant_reader(cfg, conn)
         conn.commit()
-    return dropped
+    return dropped, kept
 
 
 def main(cfg, args):
     if args.dry_run:
         return db.print_dry_run(cfg, lambda: reset(cfg, yes=True, reset_history=args.reset_history))
-    dropped = reset(cfg, args.yes, args.reset_history)
-    created = dropped_tables(args.reset_history)
-    kept = [t for t in sql_queries.TABLES if t not in created]
+    dropped, kept = reset(cfg, args.yes, args.reset_history)
+    created = [t for t in sql_queries.TABLES if t not in kept]
     print(f"{cfg.describe()}: dropped {len(dropped)} existing tables, "
           f"created {len(created)}: {', '.join(created)}"
           + (f"; kept {', '.join(kept)} (the run history; --reset-history empties it)" if kept else ""))

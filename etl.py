@@ -170,7 +170,8 @@ def insert_star_tables(conn, engine="postgres", prepared=None, checks=None, prog
     with conn.cursor() as cur:
         for q in sql_queries.transform_settings[engine]:
             cur.execute(q)
-        first_load = take_over_empty_tables(cur, before) if engine == "postgres" else []
+        with progress.step("first load: taking over the empty tables"):
+            first_load = take_over_empty_tables(cur, before) if engine == "postgres" else []
         if prepared is None:
             for table in sql_queries.SCRATCH_TABLES:
                 with progress.step(f"prepare {table}"):

@@ -33,7 +33,6 @@ LOCK_KEY = 0x5350524B  # 'SPRK': one ETL run per warehouse at a time
 TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
 OPEN = weakref.WeakSet()  # every connection this process has open, for cancel_all()
 RECORDER = None  # set by dry_run(): connect() hands out recording connections
-CANCELLED = threading.Event()  # set by cancel_all(): the work unwinding was interrupted (Ctrl-C)
 
 
 def embedded_uri(data_dir):
@@ -351,7 +350,6 @@ def take_reader_role(conn, cfg):
 
 def cancel_all():
     """Cancel whatever every open connection is running (Ctrl-C); their transactions roll back."""
-    CANCELLED.set()
     for conn in list(OPEN):
         try:
             if not conn.closed:

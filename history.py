@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 
 import psycopg2
 
+import cli
 import db
 import quality
 import sql_queries
@@ -36,7 +37,7 @@ def recorded(cfg, result, conn):
     except BaseException as e:
         with contextlib.suppress(psycopg2.Error):
             conn.rollback()
-        status = "interrupted" if db.CANCELLED.is_set() or isinstance(e, KeyboardInterrupt) else "failed"
+        status = "interrupted" if cli.INTERRUPTED.is_set() or isinstance(e, KeyboardInterrupt) else "failed"
         try:
             finish(cfg, result, status, "interrupted (Ctrl-C)" if status == "interrupted" else mask_secrets(one_line(e), cfg))
         except (psycopg2.Error, UserError) as not_recorded:  # the error that stopped the run comes first

@@ -139,6 +139,9 @@ def check_batch(cfg, prepared):
     for table in sql_queries.SCRATCH_TABLES:
         prepared[table].result()
     with db.connection(cfg) as conn:
+        with conn.cursor() as cur:
+            for q in sql_queries.transform_settings["postgres"]:  # no JIT, no parallel workers
+                cur.execute(q)
         found = quality.run(conn, sql_queries.load_checks("postgres"))
         conn.rollback()
     return found

@@ -2,6 +2,7 @@
 and small source files written by the tests themselves."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -136,6 +137,13 @@ def write_song(path, record, indent=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(record if isinstance(record, bytes) else json.dumps(record, indent=indent).encode())
     return path
+
+
+def sigint_as_at_a_terminal():
+    """preexec_fn of a child the test will Ctrl-C: SIGINT's default action, even when the test run
+    itself was started in the background (a shell starts background jobs with SIGINT ignored,
+    and children inherit that: the script would never see the Ctrl-C)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_script(script, *args, env=None, timeout=120):

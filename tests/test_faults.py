@@ -14,7 +14,7 @@ from botocore.stub import Stubber
 import db
 import etl
 from errors import UserError
-from conftest import ROOT, SAMPLE_LOGS, counts, keys, query, reset, run_script, star
+from conftest import ROOT, SAMPLE_LOGS, counts, keys, query, reset, run_script, sigint_as_at_a_terminal, star
 from sql_queries import LOADED_TABLES
 
 
@@ -80,7 +80,8 @@ def sigkill(proc, backend):
 
 def etl_process(cfg, *args):
     return subprocess.Popen([sys.executable, str(ROOT / "etl.py"), "--config", str(cfg.path), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=sigint_as_at_a_terminal)
 
 
 def wait_for_backend(cfg, condition, timeout=60):

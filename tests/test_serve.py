@@ -22,7 +22,7 @@ import pytest
 
 import db
 import sql_queries
-from conftest import ROOT, free_port, run_script
+from conftest import ROOT, free_port, run_script, sigint_as_at_a_terminal
 
 pytestmark = pytest.mark.skipif(shutil.which("psql") is None,
                                 reason="psql is not installed (Debian: apt-get install -y postgresql-client)")
@@ -51,7 +51,7 @@ class Serving:
 
     def __init__(self, cfg, *args):
         self.process = subprocess.Popen([sys.executable, str(ROOT / "analytics.py"), "--config", str(cfg),
-                                         "--serve", *args], cwd=ROOT, text=True,
+                                         "--serve", *args], cwd=ROOT, preexec_fn=sigint_as_at_a_terminal, text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.watchdog = threading.Timer(300, self.process.kill)  # a hung test still ends
         self.watchdog.start()

@@ -114,36 +114,31 @@ def wait_for_cluster_status(redshift, identifier, status, poll_seconds, timeout=
 
 
 # --- Describe helpers ----------------------------------------------------------------------------
-def describe_cluster(redshift, identifier):
-    """The cluster's description, or None if there is no such cluster."""
+def _found(describe, key, **name):
+    """describe(**name)[key], or None if AWS has nothing by that name."""
     from botocore.exceptions import ClientError
     try:
-        return redshift.describe_clusters(ClusterIdentifier=identifier)["Clusters"][0]
+        found = describe(**name)[key]
     except ClientError as e:
         if error_code(e) in NOT_FOUND:
             return None
         raise
+    return found[0] if isinstance(found, list) else found
+
+
+def describe_cluster(redshift, identifier):
+    """The cluster's description, or None if there is no such cluster."""
+    return _found(redshift.describe_clusters, "Clusters", ClusterIdentifier=identifier)
 
 
 def get_workgroup(serverless, name):
     """The Redshift Serverless workgroup, or None if there is none by that name."""
-    from botocore.exceptions import ClientError
-    try:
-        return serverless.get_workgroup(workgroupName=name)["workgroup"]
-    except ClientError as e:
-        if error_code(e) in NOT_FOUND:
-            return None
-        raise
+    return _found(serverless.get_workgroup, "workgroup", workgroupName=name)
 
 
 def get_namespace(serverless, name):
-    from botocore.exceptions import ClientError
-    try:
-        return serverless.get_namespace(namespaceName=name)["namespace"]
-    except ClientError as e:
-        if error_code(e) in NOT_FOUND:
-            return None
-        raise
+    """The Redshift Serverless namespace, or None if there is none by that name."""
+    return _found(serverless.get_namespace, "namespace", namespaceName=name)
 
 
 def wait_for_workgroup(serverless, name, poll_seconds, gone=False, timeout=3600):

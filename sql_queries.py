@@ -375,15 +375,17 @@ def staging_cast(table, raw):
 # server's user is a superuser) and casts their lines in the same statement, with no trip
 # through the client and no raw table. Any failure (a bad record, bytes that are not UTF-8, a
 # byte-order mark, a file the server may not read) rolls it back and those files take the COPY
-# path, which finds and sets aside each bad record. The paths are a bound parameter.
+# path, which finds and sets aside each bad record. The paths, and the byte range of each
+# (a whole file, or a line-aligned range of a large log file), are bound parameters.
 SERVER_LINES = {
-    "staging_events": "string_to_table(pg_read_file(f.path), E'\\n') AS x(line)",  # a record per line
-    "staging_songs": "LATERAL (SELECT pg_read_file(f.path) AS line) x",              # a record per file
+    "staging_events": "string_to_table(pg_read_file(f.path, f.first_byte, f.bytes), E'\\n') AS x(line)",
+    "staging_songs": "LATERAL (SELECT pg_read_file(f.path, f.first_byte, f.bytes) AS line) x",  # a record per file
 }
 
 
 def server_read_cast(table):
-    return _cast(table, f"unnest(%(paths)s::text[]) AS f(path),\n     {SERVER_LINES[table]}", "x.line <> ''")
+    files = "unnest(%(paths)s::text[], %(starts)s::bigint[], %(sizes)s::bigint[]) AS f(path, first_byte, bytes)"
+    return _cast(table, f"{files},\n     {SERVER_LINES[table]}", "x.line <> ''")
 
 
 def staging_rejects(table, raw):

@@ -5,7 +5,8 @@ Source files are *.json, or *.json.gz decompressed as they are read, in blocks. 
 load (select_days) keeps the log files of some days, by the date in their path.
 
 Two paths. The fast one, for local files on the embedded server: the server reads a chunk
-of files itself and casts their lines in one statement (sql_queries.server_read_cast). The
+of files itself and casts their lines in one statement (sql_queries.server_read_cast); a large
+log file is read in line-aligned ranges, shared among the connections like files. The
 COPY path, for everything else (S3, a remote PostgreSQL, a file the server refused): each
 log line (each song file) travels as one raw text row through COPY FROM STDIN, escaped for
 COPY's text format by a few bytes.replace() calls per block, then one statement casts them.
@@ -40,8 +41,10 @@ from errors import UserError
 log = logging.getLogger("sparkify")
 
 BLOCK = 1 << 20              # bytes read from a source at a time: bounds memory per loader
-SERVER_READ_MAX = 64 << 20   # a larger local file is streamed (COPY path): bounds the server's memory
+SERVER_READ_MAX = 64 << 20   # a larger song file is streamed (COPY path): bounds the server's memory
 SERVER_CHUNK = 16 << 20      # bytes of files the server reads per statement (at least one file)
+SERVER_RANGE = SERVER_CHUNK  # a larger log file is read by the server in line-aligned ranges of about this
+NEWLINE_PROBE = 64 << 10     # bytes read at a time to find the line start nearest a range boundary
 GATHER = 256 << 10           # rows smaller than this are sent together
 MAX_RECORD = 64 << 20        # a longer line (or song file) is refused
 ERRORS_KEPT = 1000           # Python-side bad records kept per shard (all are counted)
@@ -52,7 +55,13 @@ SOURCES = {"song_data": ("songs", "staging_songs"), "log_data": ("events", "stag
 @dataclass(frozen=True)
 class SourceFile:
     path: str       # a local path or s3://bucket/key
-    size: int
+    size: int       # bytes (of a range: its length)
+    start: int = 0  # a range of a large local file (server_ranges): its first byte,
+    whole: int = 0  # and the whole file's size; 0: not a range
+
+    @property
+    def ends_file(self):
+        return not self.whole or self.start + self.size == self.whole
 
 
 @dataclass
@@ -308,9 +317,42 @@ def _open_raw(f, s3):
         except ClientError as e:
             raise UserError(f"cannot read {f.path}: {e.response.get('Error', {}).get('Code', e)}")
     try:
-        return open(f.path, "rb", buffering=0)  # reads are large (or whole files): no buffer
+        body = open(f.path, "rb", buffering=0)  # reads are large (or whole files): no buffer
     except OSError as e:
         raise UserError(f"cannot read {f.path}: {e.strerror}")
+    return FileRange(body, f.start, f.size) if f.whole else body
+
+
+class FileRange:
+    """read(n) within one range of an open file (a server range that takes the COPY path)."""
+
+    def __init__(self, body, start, size):
+        self.body, self.left = body, size
+        body.seek(start)
+
+    def read(self, size=-1):
+        size = self.left if size < 0 else min(size, self.left)
+        data = self.body.read(size) if size else b""
+        self.left -= len(data)
+        return data
+
+    def close(self):
+        self.body.close()
+
+
+def first_line_of(f):
+    """The line a range of a file starts on: one more than the newlines before it."""
+    if not f.start:
+        return 1
+    newlines, left = 0, f.start
+    with open(f.path, "rb", buffering=0) as body:
+        while left:
+            block = body.read(min(BLOCK, left))
+            if not block:
+                break
+            newlines += block.count(b"\n")
+            left -= len(block)
+    return newlines + 1
 
 
 # --- The COPY stream -------------------------------------------------------------------------
@@ -406,14 +448,19 @@ class RowStream:
 
     def _generate(self):
         for file_id, f in enumerate(self.files):
-            self.file_rows.append((file_id, f.path, self.rows + 1))
+            first_line = first_line_of(f)
+            # a row's line in its file: its id - first id + 1 (a range starts further down)
+            self.file_rows.append((file_id, f.path, self.rows + 2 - first_line))
             body = open_source(f, self.s3)
             try:
-                reader = self._whole_file if self.whole_files else self._lines
-                yield from reader(file_id, f.path, body)
+                if self.whole_files:
+                    yield from self._whole_file(file_id, f.path, body)
+                else:
+                    yield from self._lines(file_id, f.path, body, first_line)
             finally:
                 body.close()
-            self.progress.file_done()
+            if f.ends_file:
+                self.progress.file_done()
 
     def _whole_file(self, file_id, path, body):
         """A song file's records, each a row numbered by the line it starts on (the rows in
@@ -433,9 +480,9 @@ class RowStream:
             yield padding + prefix + copy_escape(record, newlines=True) + b"\n"
             row = line_no + 1
 
-    def _lines(self, file_id, path, body):
+    def _lines(self, file_id, path, body, line_no=1):
         prefix = b"%d\t" % file_id
-        carry, line_no, first = b"", 1, True
+        carry, first = b"", line_no == 1
         while True:
             chunk = body.read(BLOCK)
             if first:
@@ -518,8 +565,12 @@ def load_source(cfg, source, files, run_id, s3=None, workers=None):
     what, table = SOURCES[source]
     started = time.monotonic()
     on_server, streamed = [], []
+    whole_files = source == "song_data"
     for f in files:
-        (on_server if server_readable(cfg, f) else streamed).append(f)
+        if server_readable(cfg, f, whole_files):
+            on_server += [f] if whole_files else server_ranges(f)
+        else:
+            streamed.append(f)
     todo = queue.SimpleQueue()
     for chunk in chunks(sorted(on_server, key=lambda f: -f.size)):
         todo.put(chunk)
@@ -577,13 +628,41 @@ def load_shard(cfg, source, todo, files, run_id, s3, progress, cancel, connectio
         conn.close()
 
 
-def server_readable(cfg, f):
+def server_readable(cfg, f, whole_files):
     """The embedded server reads plain local files itself; pg_read_file cannot gunzip, so a
-    .gz file takes the COPY path (decompressed here, as it is streamed)."""
-    return cfg.embedded and not f.path.startswith("s3://") and not is_gzip(f.path) and f.size <= SERVER_READ_MAX
+    .gz file takes the COPY path (decompressed here, as it is streamed). A log file of any size
+    (server_ranges); a song file (one read, one record) up to SERVER_READ_MAX."""
+    return (cfg.embedded and not f.path.startswith("s3://") and not is_gzip(f.path)
+            and (not whole_files or f.size <= SERVER_READ_MAX))
 
 
-def chunks(files, max_bytes=SERVER_CHUNK, max_files=1000):
+def server_ranges(f, size=None):
+    """A log file as line-aligned ranges of about SERVER_RANGE bytes (the file itself if it is
+    smaller): each boundary moved to the start of the line it falls in, found by a short read."""
+    size = size or SERVER_RANGE
+    if f.size <= size:
+        return [f]
+    starts = [0]
+    with open(f.path, "rb") as body:
+        while starts[-1] + size < f.size:
+            body.seek(starts[-1] + size)
+            skipped = 0
+            while True:
+                probe = body.read(NEWLINE_PROBE)
+                cut = probe.find(b"\n")
+                if cut >= 0 or not probe:
+                    break
+                skipped += len(probe)
+            if cut < 0:  # no newline after this point: the rest is one range
+                break
+            starts.append(starts[-1] + size + skipped + cut + 1)
+    starts = [s for s in starts if s < f.size]
+    ends = starts[1:] + [f.size]
+    return [SourceFile(f.path, end - start, start, f.size) for start, end in zip(starts, ends)]
+
+
+def chunks(files, max_bytes=None, max_files=1000):
+    max_bytes = max_bytes or SERVER_CHUNK
     chunk, size = [], 0
     for f in files:
         if chunk and (size + f.size > max_bytes or len(chunk) == max_files):
@@ -616,7 +695,8 @@ def read_on_server(cur, source, todo, progress, cancel):
             break
         cur.execute("SAVEPOINT server_read")
         try:
-            cur.execute(cast, {"paths": [os.path.abspath(f.path) for f in chunk]})
+            cur.execute(cast, {"paths": [os.path.abspath(f.path) for f in chunk],
+                               "starts": [f.start for f in chunk], "sizes": [f.size for f in chunk]})
         except SERVER_READ_REFUSED as e:
             cur.execute("ROLLBACK TO SAVEPOINT server_read")
             log.debug("%s: the server did not read %d files from %s (%s); COPY path for them", table,
@@ -625,9 +705,9 @@ def read_on_server(cur, source, todo, progress, cancel):
             continue
         loaded += cur.rowcount
         read += len(chunk)
-        progress.file_done(len(chunk))
+        progress.file_done(sum(f.ends_file for f in chunk))
     if read:
-        log.debug("%s: server-side read of %d files, %d rows, %.2f s", table, read, loaded,
+        log.debug("%s: server-side read of %d files or ranges, %d rows, %.2f s", table, read, loaded,
                   time.monotonic() - started)
     return loaded, refused
 

@@ -90,6 +90,53 @@ def test_shards_split_files_evenly_and_keep_each_once():
     assert sorted(sum(f.size for f in p) for p in parts) == [80, 80]
 
 
+@pytest.mark.parametrize("newline,trailing", [("\n", True), ("\r\n", False)])
+def test_a_large_log_file_is_cut_into_ranges_at_line_starts(tmp_path, monkeypatch, newline, trailing):
+    """Every byte in exactly one range, each range starting a line, however long the line
+    (longer than the probe that looks for its end)."""
+    monkeypatch.setattr(staging, "NEWLINE_PROBE", 7)
+    lines = [event(itemInSession=i, song="x" * (i * 37 % 500)) for i in range(200)]
+    path = write_events(tmp_path / "big.json", lines, newline=newline, trailing=trailing)
+    data = path.read_bytes()
+    ranges = staging.server_ranges(staging.SourceFile(str(path), len(data)), size=1000)
+    assert len(ranges) > 10
+    assert b"".join(data[r.start:r.start + r.size] for r in ranges) == data
+    assert all(r.start == 0 or data[r.start - 1:r.start] == b"\n" for r in ranges)
+    assert [r.whole for r in ranges] == [len(data)] * len(ranges) and ranges[-1].ends_file
+    assert not any(r.ends_file for r in ranges[:-1])
+    small = staging.SourceFile(str(path), len(data))
+    assert staging.server_ranges(small, size=len(data)) == [small]  # a file no larger is read whole
+
+
+def test_a_bad_record_in_the_third_range_keeps_its_line_and_only_that_range_is_streamed(
+        make_cfg, tmp_path, monkeypatch):
+    """The server reads a large log file in ranges; a range it refuses takes the COPY path
+    alone, and its bad record is set aside with its line in the file, not in the range."""
+    monkeypatch.setattr(staging, "SERVER_RANGE", 4096)   # a range per statement, as at full size
+    monkeypatch.setattr(staging, "SERVER_CHUNK", 4096)
+    lines = [event(itemInSession=i) for i in range(100)]
+    path = write_events(tmp_path / "logs" / "day.json", lines)
+    data = path.read_bytes()
+    ranges = staging.server_ranges(staging.SourceFile(str(path), len(data)))
+    third = ranges[2]
+    line = data[:third.start + third.size // 2].count(b"\n") + 1   # a line inside the third range
+    raw = data.split(b"\n")
+    raw[line - 1] = b"{" + b"x" * (len(raw[line - 1]) - 1)          # as long, so the ranges stay
+    path.write_bytes(b"\n".join(raw))
+    write_song(tmp_path / "songs" / "s.json", song())
+    cfg = make_cfg(songs=tmp_path / "songs", logs=tmp_path / "logs", max_errors=1)
+    reset(cfg)
+    streamed = []
+    stream_files = staging.stream_files
+    monkeypatch.setattr(staging, "stream_files", lambda cur, source, files, *a: (
+        streamed.extend(files), stream_files(cur, source, files, *a))[1])
+    result = etl.run_etl(cfg)
+    assert streamed == [third]
+    assert query(cfg, "SELECT file, line_no, left(reason, 12) FROM load_errors") == [(str(path), line, "invalid JSON")]
+    assert query(cfg, "SELECT count(DISTINCT item_in_session) FROM staging_events") == [(99,)]
+    assert [(r.loaded, r.rejected) for r in result.staged if r.source == "log_data"] == [(99, 1)]
+
+
 # --- S3 sources on PostgreSQL (moto's S3) ----------------------------------------------------
 @pytest.fixture
 def bucket(monkeypatch):

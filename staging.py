@@ -17,7 +17,9 @@ line and reason; invalid UTF-8 and NUL bytes are caught here (PostgreSQL text ca
 hold them), everything else by the database. A chunk with any such record takes the
 COPY path, which finds them.
 """
+import collections
 import gzip
+import io
 import json
 import logging
 import os
@@ -45,6 +47,8 @@ SERVER_READ_MAX = 64 << 20   # a larger song file is streamed (COPY path): bound
 SERVER_CHUNK = 16 << 20      # bytes of files the server reads per statement (at least one file)
 SERVER_RANGE = SERVER_CHUNK  # a larger log file is read by the server in line-aligned ranges of about this
 NEWLINE_PROBE = 64 << 10     # bytes read at a time to find the line start nearest a range boundary
+S3_AHEAD = 8                 # small S3 objects fetched ahead, per connection (they wait on latency)
+AHEAD_MAX = 1 << 20          # an S3 object up to this size (as stored) is fetched whole, ahead of its turn
 GATHER = 256 << 10           # rows smaller than this are sent together
 MAX_RECORD = 64 << 20        # a longer line (or song file) is refused
 ERRORS_KEPT = 1000           # Python-side bad records kept per shard (all are counted)
@@ -400,6 +404,41 @@ def json_records(data):
     return [(n, record.encode()) for n, record in records]
 
 
+def opened(files, s3):
+    """(file, body to read) for each file, in order. Small S3 objects (song files, a day's small
+    log) are fetched whole up to S3_AHEAD ahead, in threads: each waits on the network's round
+    trip, not its bandwidth, so one at a time would leave the connection idle. Memory: at most
+    S3_AHEAD objects of AHEAD_MAX bytes, as stored (a .gz one is decompressed as it is read)."""
+    def small_s3(f):
+        return f.path.startswith("s3://") and f.size <= AHEAD_MAX
+
+    if s3 is None or not any(small_s3(f) for f in files):
+        for f in files:
+            yield f, open_source(f, s3)
+        return
+
+    def fetch(f):
+        body = _open_raw(f, s3)
+        try:
+            return read_whole(body, f.path)
+        finally:
+            body.close()
+
+    with ThreadPoolExecutor(S3_AHEAD, thread_name_prefix="s3-ahead") as pool:
+        todo, pending = iter(files), collections.deque()
+        while True:
+            while len(pending) < S3_AHEAD and (f := next(todo, None)) is not None:
+                pending.append((f, pool.submit(fetch, f) if small_s3(f) else None))
+            if not pending:
+                return
+            f, fetched = pending.popleft()
+            if fetched is None:
+                yield f, open_source(f, s3)
+            else:
+                raw = io.BytesIO(fetched.result())
+                yield f, Gunzipped(raw, f.path) if is_gzip(f.path) else raw
+
+
 def read_whole(body, path):
     """All of a song file, in pieces of 64 KiB (a single read(MAX_RECORD) would reserve that much)."""
     parts, size = [], 0
@@ -447,11 +486,10 @@ class RowStream:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _generate(self):
-        for file_id, f in enumerate(self.files):
+        for file_id, (f, body) in enumerate(opened(self.files, self.s3)):
             first_line = first_line_of(f)
             # a row's line in its file: its id - first id + 1 (a range starts further down)
             self.file_rows.append((file_id, f.path, self.rows + 2 - first_line))
-            body = open_source(f, self.s3)
             try:
                 if self.whole_files:
                     yield from self._whole_file(file_id, f.path, body)

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import boto3
 import pytest
@@ -167,6 +168,27 @@ def test_s3_prefix_loads_the_same_tables_as_the_local_copy(warehouse, bucket, ma
     result = etl.run_etl(cfg, s3=bucket)
     assert [r.files for r in result.staged] == [71, 30]
     assert {t: table(cfg, t) for t in local} == local
+
+
+def test_small_s3_objects_are_fetched_ahead_several_at_a_time(bucket, make_cfg, monkeypatch):
+    """Song files on S3 wait on the network's round trip, so one connection fetches several at
+    once: each song fetch here waits for a second one to be in flight (one at a time, the first
+    would wait alone until the barrier breaks, and the load fails)."""
+    for i in range(6):
+        bucket.put_object(Bucket="sparkify-test", Key=f"song_data/s{i}.json",
+                          Body=json.dumps(song(song_id=f"SO{i}")).encode())
+    bucket.put_object(Bucket="sparkify-test", Key="log_data/e.json", Body=json.dumps(event()).encode())
+    in_pairs, get_object = threading.Barrier(2, timeout=20), bucket.get_object
+
+    def get_song_with_another(**kwargs):
+        if kwargs["Key"].startswith("song_data/"):
+            in_pairs.wait()
+        return get_object(**kwargs)
+    monkeypatch.setattr(bucket, "get_object", get_song_with_another)
+    cfg = make_cfg(songs="s3://sparkify-test/song_data", logs="s3://sparkify-test/log_data", workers=1)
+    reset(cfg)
+    etl.run_etl(cfg, s3=bucket)
+    assert query(cfg, "SELECT song_id FROM staging_songs ORDER BY 1") == [(f"SO{i}",) for i in range(6)]
 
 
 def test_s3_missing_bucket_is_reported_with_the_uri(bucket, make_cfg):

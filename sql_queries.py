@@ -549,8 +549,11 @@ load_error_queries = {k: _load_error_first.format(**t) for k, t in LOAD_ERROR_TA
 transform_settings = {
     # The prepare statements already run side by side, a connection each: parallel workers
     # would only compete with them (and each would build a parallel join's hash table again).
+    # A later batch looks its rows up in the warehouse's keys rather than hashing whole tables
+    # (a random page costs about a sequential one on an SSD or in cache): the cost follows the
+    # batch (a day into 29 loaded days at 1M: star step 1.7 s -> 0.9 s).
     "postgres": ["SET LOCAL work_mem = '256MB'", "SET LOCAL jit = off",
-                 "SET LOCAL max_parallel_workers_per_gather = 0"],
+                 "SET LOCAL max_parallel_workers_per_gather = 0", "SET LOCAL random_page_cost = 1.1"],
     "redshift": [],
 }
 # PostgreSQL only: a staging connection's raw rows stay in memory (temp tables use temp_buffers).

@@ -87,7 +87,7 @@ def test_server_side_read_equals_the_copy_path(make_cfg, tmp_path, monkeypatch, 
     cfg = make_cfg(songs=tmp_path / "data" / "song_data", logs=tmp_path / "data" / "log_data")
     on_server = loaded_tables(cfg)
     assert copy_path_calls == []  # every file was read by the server
-    monkeypatch.setattr(staging, "server_readable", lambda cfg, f: False)
+    monkeypatch.setattr(staging, "server_readable", lambda cfg, f, whole_files: False)
     assert loaded_tables(cfg) == on_server
     assert sum(map(len, copy_path_calls)) == 90 + len(list((tmp_path / "data" / "log_data").rglob("*.json")))
 

@@ -41,7 +41,7 @@ $(VENV)/.installed-bench: bench/requirements.txt $(VENV)/.installed
 
 # BENCH_ARGS="--scales 10000,100000" for a quicker run
 bench: $(VENV)/.installed-bench
-	$(PY) bench/run.py --compare duckdb $(BENCH_ARGS)
+	$(PY) bench/run.py --compare duckdb --incremental $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .dwh .pytest_cache bench/out

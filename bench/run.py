@@ -2,7 +2,7 @@
 scripts, each on a fresh embedded database, and (with --compare duckdb) the same star schema
 built by DuckDB from the same files in the same run.
 
-    python bench/run.py [--scales 10000,100000,1000000] [--compare duckdb]
+    python bench/run.py [--scales 10000,100000,1000000] [--compare duckdb] [--incremental]
 
 Prints a table and writes bench/out/results.json. Counts are checked against what the
 generator says a correct load gives; a wrong count fails the run.
@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -115,6 +116,25 @@ def ours(out, folder, events, workers):
             "phases": {k: steps.get(k) for k in ("staging songs", "staging events", "star tables", "checks")}}
 
 
+def incremental(out, folder, events, workers):
+    """A day's load costs the day, not the warehouse: the last log day loaded into an empty
+    warehouse, then into one holding every other day (loaded first, not timed); returns
+    {"events": the day's events, "empty": seconds, "loaded": seconds}."""
+    days = sorted(re.search(r"\d{4}-\d{2}-\d{2}", p.name).group() for p in (folder / "log_data").rglob("*.json"))
+    pgdata, cfg, py = out / f"pg-{events}-day", out / f"bench-{events}-day.cfg", sys.executable
+    shutil.rmtree(pgdata, ignore_errors=True)
+    cfg.write_text(f"[LOCAL]\nDATA_DIR = {pgdata}\n[S3]\nSONG_DATA = {folder / 'song_data'}\n"
+                   f"LOG_DATA = {folder / 'log_data'}\n[ETL]\nWORKERS = {workers}\n")
+    day = ["etl.py", "--config", str(cfg), "--json", "--date", days[-1]]
+    run_measured([py, "create_tables.py", "--config", str(cfg)])
+    empty, _, stdout = run_measured([py, *day])
+    run_measured([py, "create_tables.py", "--config", str(cfg), "--yes"])
+    run_measured([py, "etl.py", "--config", str(cfg), "--from", days[0], "--to", days[-2]])
+    loaded, _, _ = run_measured([py, *day])
+    shutil.rmtree(pgdata, ignore_errors=True)
+    return {"events": json.loads(stdout)["after"]["staging_events"], "empty": empty, "loaded": loaded}
+
+
 def duck(out, folder, events):
     db_file = out / f"duck-{events}.db"
     db_file.unlink(missing_ok=True)
@@ -140,7 +160,7 @@ def report(rows, compare):
     head = (f"{'events':>10} {'songs':>7} {'stg songs':>10} {'stg events':>11} {'star':>7} {'checks':>7} "
             f"{'total s':>8} {'events/s':>9} {'etl MB':>7} {'all MB':>7}")
     if compare:
-        head += f" {'duckdb s':>9} {'duck MB':>8} {'ratio':>6}"
+        head += f" {'duckdb s':>9} {'d songs':>8} {'d events':>9} {'d star':>7} {'duck MB':>8} {'ratio':>6}"
     lines = [head, "-" * len(head)]
     for r in rows:
         o, p = r["ours"], r["ours"]["phases"]
@@ -148,9 +168,16 @@ def report(rows, compare):
                 f"{p['star tables']:>7.2f} {p['checks']:>7.2f} {o['wall']:>8.2f} {r['events'] / o['wall']:>9,.0f} "
                 f"{o['rss_mb']:>7.0f} {o['pss_mb'] or 0:>7.0f}")
         if compare:
-            d = r["duckdb"]
-            line += f" {d['wall']:>9.2f} {d['rss_mb']:>8.0f} {o['wall'] / d['wall']:>6.2f}"
+            d, q = r["duckdb"], r["duckdb"]["phases"]
+            line += (f" {d['wall']:>9.2f} {q['staging songs']:>8.2f} {q['staging events']:>9.2f} "
+                     f"{q['star tables']:>7.2f} {d['rss_mb']:>8.0f} {o['wall'] / d['wall']:>6.2f}")
         lines.append(line)
+    for r in rows:
+        if "day" in r:
+            day = r["day"]
+            lines.append(f"{r['events']:>10,} events, the last day ({day['events']:,} events): into an empty "
+                         f"warehouse {day['empty']:.2f} s, into the other days {day['loaded']:.2f} s "
+                         f"({day['loaded'] / day['empty']:.2f}x)")
     return "\n".join(lines)
 
 
@@ -175,6 +202,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--workers", type=int, default=0, help="[ETL] WORKERS (default: two per core)")
     p.add_argument("--runs", type=int, default=1, help="runs per scale; the table ends with their medians")
+    p.add_argument("--incremental", action="store_true",
+                   help="also time the last day into an empty warehouse and into one holding the other days")
     p.add_argument("--out", default=str(HERE / "out"))
     args = p.parse_args(argv)
     if args.compare == "duckdb":
@@ -193,6 +222,8 @@ def main(argv=None):
         if args.compare:
             row["duckdb"] = duck(out, folder, events)
             check("duckdb", row["duckdb"]["counts"], manifest["expected"])
+        if args.incremental:
+            row["day"] = incremental(out, folder, events, args.workers)
         rows.append(row)
         print(f"  ours {row['ours']['wall']:.2f} s" + (f", duckdb {row['duckdb']['wall']:.2f} s" if args.compare else ""),
               flush=True)

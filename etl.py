@@ -149,11 +149,22 @@ def check_batch(cfg, prepared):
 
 def prepare_star_rows(cfg, pool):
     """Start preparing the scratch tables, and checking them, on other connections;
-    return {scratch table or "checks": future}. The plays (the longest) and the times start
-    first, then the users; the checks, which wait for all three, last."""
-    prepared = {t: pool.submit(prepare_table, cfg, t) for t in sql_queries.SCRATCH_TABLES}
+    return {scratch table or "checks": future}. The new catalogue keys (quick) and the plays
+    (the longest; they wait for the keys) start first, then the times and the users; the
+    checks, which wait for them all, last."""
+    prepared = {}
+    for table in sql_queries.SCRATCH_TABLES:
+        after = prepared.get(sql_queries.PREPARED_AFTER.get(table))
+        prepared[table] = pool.submit(prepare_after, cfg, table, after)
     prepared["checks"] = pool.submit(check_batch, cfg, prepared)
     return prepared
+
+
+def prepare_after(cfg, table, after=None):
+    """prepare_table, once the scratch table it is made from (a future) is ready."""
+    if after is not None:
+        after.result()
+    return prepare_table(cfg, table)
 
 
 def insert_star_tables(conn, engine="postgres", prepared=None, checks=None, progress=None):

@@ -408,7 +408,9 @@ def opened(files, s3):
     """(file, body to read) for each file, in order. Small S3 objects (song files, a day's small
     log) are fetched whole up to S3_AHEAD ahead, in threads: each waits on the network's round
     trip, not its bandwidth, so one at a time would leave the connection idle. Memory: at most
-    S3_AHEAD objects of AHEAD_MAX bytes, as stored (a .gz one is decompressed as it is read)."""
+    S3_AHEAD objects of AHEAD_MAX bytes, as stored (a .gz one is decompressed as it is read).
+    The threads share the one client ("low-level clients are thread safe", boto3's guide,
+    "Multithreading or multiprocessing with clients", https://boto3.amazonaws.com/v1/documentation/api/latest/guide/clients.html)."""
     def small_s3(f):
         return f.path.startswith("s3://") and f.size <= AHEAD_MAX
 

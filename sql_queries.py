@@ -566,11 +566,10 @@ staging_settings = ["SET temp_buffers = '256MB'", "SET work_mem = '128MB'", "SET
 
 # Two stages. Prepare: each heavy SELECT (the catalogue keys new in this batch; the batch's plays,
 # deduplicated and matched to the catalogue; their distinct times; each user's latest state)
-# into a scratch table. PostgreSQL
-# runs these side by side on their own connections, before and during the star transaction
-# (they change nothing a reader sees); Redshift runs them inside it. Apply: the star tables
-# from staging and the scratch tables, in one transaction, each insert skipping rows already
-# there, then the scratch tables are dropped.
+# into a scratch table. PostgreSQL runs these side by side on their own connections, before and
+# during the star transaction (they change nothing a reader sees); Redshift runs them inside it.
+# Apply: the star tables from staging and the scratch tables, in one transaction, each insert
+# skipping rows already there, then the scratch tables are dropped.
 
 # new_keys: this batch's catalogue keys that song_keys lacks: per (title, artist name, duration)
 # the smallest song_id (then artist_id). A song file without all three can never match a play.
@@ -654,7 +653,8 @@ PREPARED_AFTER = {"new_plays": "new_keys"}  # a scratch table made from another,
 
 def prepare_statements(table, engine):
     """The statements that make one scratch table, for an engine."""
-    return [q.format(**DIALECT[engine]) for q in prepare_queries[table] if q.format(**DIALECT[engine])]
+    statements = (q.format(**DIALECT[engine]) for q in prepare_queries[table])
+    return [q for q in statements if q]  # an engine's empty statement: nothing to run
 
 # songs: one row per song_id; the first load of a song wins.
 song_table_insert = """

@@ -27,7 +27,9 @@ DIALECT = {
     "postgres": {
         "staging": "UNLOGGED TABLE",   # scratch, refilled every run: no need to write it twice (WAL)
         "staging_options": " WITH (autovacuum_enabled = false)",  # etl.py analyzes it itself
-        "identity": "BIGINT GENERATED ALWAYS AS IDENTITY",
+        # a load numbers its plays from 1,000 ids taken at a time: one sequence access per row cost
+        # 0.4 s at 1M plays; ids left over when a load ends are skipped (ids are unique, not gapless)
+        "identity": "BIGINT GENERATED ALWAYS AS IDENTITY (CACHE 1000)",
         "all": "",
         "by_time": "",
         "by_song": "",
@@ -848,11 +850,13 @@ class Check:
                     f"FROM (SELECT SUM(CASE WHEN {col} IS NULL THEN 1 ELSE 0 END) AS null_rows, COUNT(*) AS all_rows\n"
                     f"      FROM {table} x) s\nWHERE all_rows > 0")
         if self.kind == "freshness":  # the newest play's day against the newest play event's day staged
-            event_time = DIALECT[engine]["event_time"]
+            # (a load has those events' times prepared, a narrow table: no second scan of staging)
+            newest = (f"SELECT CAST(MAX(start_time) AS DATE) AS newest_event FROM {BATCH['time']}" if scope == "batch"
+                      else f"SELECT CAST({DIALECT[engine]['event_time']} AS DATE) AS newest_event\n"
+                           f"            FROM (SELECT MAX(ts) AS ts FROM staging_events WHERE page = 'NextSong') m")
             return (f"SELECT newest_play, newest_event, 1 AS found\n"
                     f"FROM (SELECT CAST(MAX({col}) AS DATE) AS newest_play FROM {table} x) p\n"
-                    f"CROSS JOIN (SELECT CAST({event_time} AS DATE) AS newest_event\n"
-                    f"            FROM (SELECT MAX(ts) AS ts FROM staging_events WHERE page = 'NextSong') m) e\n"
+                    f"CROSS JOIN ({newest}) e\n"
                     f"WHERE newest_event > COALESCE(newest_play, DATE '1900-01-01')")
         if self.kind == "gaps":  # runs of days without a row between the first day and the last
             return (f"SELECT day, next_day, COUNT(*) OVER () AS found\n"

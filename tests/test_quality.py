@@ -72,6 +72,24 @@ def test_a_play_whose_user_is_missing_fails_the_load_and_names_it(make_cfg, tmp_
         ("failed", 1, "check failed: plays whose user is not in users: 1 row (user_id 8); nothing was committed")]
 
 
+def test_plays_that_miss_the_newest_day_fail_the_load(make_cfg, tmp_path, monkeypatch):
+    """The batch's newest play against the newest play event staged (as a transform bug would
+    lose the last day): the load stops and commits nothing."""
+    day = 24 * 3600 * 1000
+    logs = write_events(tmp_path / "logs" / "e.json", [event(itemInSession=0), event(itemInSession=1, ts=TS + day)]).parent
+    write_song(tmp_path / "songs" / "s.json", song())
+    cfg = make_cfg(songs=tmp_path / "songs", logs=logs)
+    from conftest import reset
+    reset(cfg)
+    broken = [q.replace("WHERE e.page = 'NextSong'", f"WHERE e.page = 'NextSong' AND e.ts < {TS + day}")
+              for q in sql_queries.prepare_queries["new_plays"]]
+    assert broken != sql_queries.prepare_queries["new_plays"]
+    monkeypatch.setitem(sql_queries.prepare_queries, "new_plays", broken)
+    with pytest.raises(UserError, match=r"^check failed: newest play older than the newest log day"):
+        etl.run_etl(cfg)
+    assert star(cfg) == {t: [] for t in sql_queries.LOADED_TABLES}
+
+
 def test_a_load_records_and_prints_its_warnings(make_cfg, tmp_path, capsys):
     logs = write_events(tmp_path / "logs" / "e.json", [event(song="Unknown")]).parent
     write_song(tmp_path / "songs" / "s.json", song())

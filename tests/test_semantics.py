@@ -191,13 +191,17 @@ def test_the_transform_in_one_session_as_on_redshift_gives_the_same_star(warehou
 
 
 def test_ids_number_on_after_a_truncate_as_the_usual_load_would(warehouse, make_cfg, tmp_path):
+    """A load numbers its plays in one run of ids; ids are never reused (a load takes them 1,000
+    at a time, so the ones it leaves are skipped: unique, not gapless, as on Redshift)."""
     load(warehouse)
+    [(first_max,)] = query(warehouse, "SELECT MAX(songplay_id) FROM songplays")
     empty(warehouse, "songplays", "time")  # TRUNCATE keeps the identity where it was
     load(warehouse)
-    assert query(warehouse, "SELECT MIN(songplay_id), MAX(songplay_id) FROM songplays") == [(6821, 13640)]
+    [(low, high, plays)] = query(warehouse, "SELECT MIN(songplay_id), MAX(songplay_id), COUNT(*) FROM songplays")
+    assert (first_max, high - low + 1) == (plays, plays) and low > first_max
     cfg = small(make_cfg, tmp_path, [event(ts=TS + 1000, itemInSession=99)])
     load(cfg)  # a later batch: the identity numbers on
-    assert query(cfg, "SELECT MAX(songplay_id) FROM songplays") == [(13641,)]
+    assert query(cfg, "SELECT MAX(songplay_id) FROM songplays") > [(high,)]
 
 
 def test_a_first_load_keeps_what_a_user_added_to_the_star_tables(warehouse):

@@ -137,7 +137,6 @@ EMBEDDED_SETTINGS = {
     "wal_buffers": "64MB",
     "max_wal_size": "8GB",
     "checkpoint_timeout": "30min",
-    "maintenance_work_mem": "256MB",      # index builds after a first load
     "backend_flush_after": "2MB",         # write to disk as it goes: less to sync at commit and stop
     "wal_level": "minimal",               # no replicas: rows into a table created or truncated in the
     "max_wal_senders": "0",               # same transaction skip the WAL (etl.take_over_empty_tables)

@@ -192,7 +192,7 @@ def test_the_transform_in_one_session_as_on_redshift_gives_the_same_star(warehou
 
 def test_ids_number_on_after_a_truncate_as_the_usual_load_would(warehouse, make_cfg, tmp_path):
     """A load numbers its plays in one run of ids; ids are never reused (a load takes them 1,000
-    at a time, so the ones it leaves are skipped: unique, not gapless, as on Redshift)."""
+    at a time, so the ones it leaves are skipped: unique, not gapless)."""
     load(warehouse)
     [(first_max,)] = query(warehouse, "SELECT MAX(songplay_id) FROM songplays")
     empty(warehouse, "songplays", "time")  # TRUNCATE keeps the identity where it was

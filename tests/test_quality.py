@@ -9,7 +9,7 @@ from sqlglot import exp
 
 import etl
 import sql_queries
-from conftest import TS, event, query, run_script, song, star, write_events, write_song
+from conftest import TS, event, query, reset, run_script, song, star, write_events, write_song
 from errors import UserError
 
 
@@ -60,7 +60,6 @@ def test_a_play_whose_user_is_missing_fails_the_load_and_names_it(make_cfg, tmp_
                                                        event(userId="8", itemInSession=1, ts=TS + 1000)]).parent
     write_song(tmp_path / "songs" / "s.json", song())
     cfg = make_cfg(songs=tmp_path / "songs", logs=logs)
-    from conftest import reset
     reset(cfg)
     broken = [q.replace("WHERE rn = 1", "WHERE rn = 1 AND user_id <> 8") for q in sql_queries.prepare_queries["latest_users"]]
     monkeypatch.setitem(sql_queries.prepare_queries, "latest_users", broken)
@@ -79,7 +78,6 @@ def test_plays_that_miss_the_newest_day_fail_the_load(make_cfg, tmp_path, monkey
     logs = write_events(tmp_path / "logs" / "e.json", [event(itemInSession=0), event(itemInSession=1, ts=TS + day)]).parent
     write_song(tmp_path / "songs" / "s.json", song())
     cfg = make_cfg(songs=tmp_path / "songs", logs=logs)
-    from conftest import reset
     reset(cfg)
     broken = [q.replace("WHERE e.page = 'NextSong'", f"WHERE e.page = 'NextSong' AND e.ts < {TS + day}")
               for q in sql_queries.prepare_queries["new_plays"]]
@@ -94,7 +92,6 @@ def test_a_load_records_and_prints_its_warnings(make_cfg, tmp_path, capsys):
     logs = write_events(tmp_path / "logs" / "e.json", [event(song="Unknown")]).parent
     write_song(tmp_path / "songs" / "s.json", song())
     cfg = make_cfg(songs=tmp_path / "songs", logs=logs)
-    from conftest import reset
     reset(cfg)
     out = run_script("etl.py", "--config", str(cfg.path))
     assert out.returncode == 0, out.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 import psycopg2
 
 import db
+from config import load_config
 from conftest import run_script
 
 
@@ -75,3 +76,24 @@ def test_a_data_dir_that_is_a_file_is_one_line(tmp_path):
     assert (out.returncode, out.stderr) == (
         1, f"create_tables.py: error: [LOCAL] DATA_DIR {tmp_path / 'afile'} is a file; "
            "name a folder for the embedded database\n")
+
+
+def test_a_connection_after_the_server_stopped_starts_it_again(tmp_path):
+    """A process reuses the address of the server it started or joined (db.JOINED); when that
+    server has stopped since, its next connection starts it again."""
+    parent = Path(tempfile.mkdtemp(prefix="sparkify-test-"))  # not under pytest's folder (see above)
+    cfg_file = tmp_path / "dwh.cfg"
+    cfg_file.write_text(f"[LOCAL]\nDATA_DIR = {parent / 'pgdata'}\n")
+    cfg = load_config(str(cfg_file))
+    try:
+        db.connect(cfg).close()
+        assert cfg.data_dir in db.JOINED
+        db.embedded_server(cfg.data_dir).cleanup()  # this process was its only user: it stops
+        conn = db.connect(cfg)
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+        conn.close()
+    finally:
+        db.embedded_server(cfg.data_dir).cleanup()
+        shutil.rmtree(parent)

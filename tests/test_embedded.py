@@ -1,5 +1,6 @@
-"""The embedded PostgreSQL: started with its bulk-load settings in effect, and a data directory
-from an older PostgreSQL refused in one line before anything starts."""
+"""The embedded PostgreSQL: started with its bulk-load settings in effect, started again when it
+stopped under a process that had joined it, and a data directory from an older PostgreSQL
+refused in one line before anything starts."""
 import shutil
 import tempfile
 from pathlib import Path

@@ -141,7 +141,9 @@ EMBEDDED_SETTINGS = {
     "max_wal_senders": "0",               # same transaction skip the WAL (etl.take_over_empty_tables)
     # A load reads what it has just written, from the OS cache: handing each read to an I/O
     # worker process (18's default) only adds CPU on a busy laptop (1M events, 9 pairs of
-    # alternating loads: median 20.9 -> 19.5 s, 7 pairs faster).
+    # alternating loads: median 20.9 -> 19.5 s, 7 pairs faster). "sync" is one of the values the
+    # PostgreSQL 18 manual lists for io_method on every platform (Server Configuration, Resource
+    # Consumption, "Asynchronous Behavior"); it is read at server start.
     "io_method": "sync",
 }
 

@@ -37,6 +37,9 @@ EVENT_CASES = {
                  r"^NUL byte"),
     "escaped NUL character": (json.dumps(event(artist="a\u0000b", itemInSession=1)),
                               r"^invalid JSON: unsupported Unicode escape sequence"),
+    "escaped NUL in a field the load does not keep": (
+        json.dumps(event(itemInSession=1, extra={"note": "a\u0000b"})),
+        r"^invalid JSON: unsupported Unicode escape sequence"),
     "value longer than its column": (json.dumps(event(artist="x" * 600, itemInSession=1)),
                                      r'^field "artist": value too long for type character varying\(512\)'),
 }
@@ -54,6 +57,14 @@ def test_bad_event_is_set_aside_with_file_line_and_reason(make_cfg, tmp_path, ki
     assert query(cfg, "SELECT item_in_session FROM songplays ORDER BY 1") == [(0,), (2,)]
     events = next(r for r in result.staged if r.source == "log_data")
     assert (events.loaded, events.rejected) == (2, 1)
+
+
+def test_text_that_only_reads_like_an_escaped_nul_is_kept(make_cfg, tmp_path):
+    """An escaped backslash then u0000 is six characters of text, not a NUL."""
+    cfg, _ = with_bad_line(make_cfg, tmp_path, json.dumps(event(artist="a\\u0000b", itemInSession=1)))
+    etl.run_etl(cfg)
+    assert query(cfg, "SELECT artist FROM staging_events WHERE item_in_session = 1") == [("a\\u0000b",)]
+    assert query(cfg, "SELECT count(*) FROM load_errors") == [(0,)]
 
 
 SONG_CASES = {

@@ -1,15 +1,17 @@
 """The benchmark's parts, for correctness only (timings live in `make bench`): the generator is
 deterministic and its data loads to the counts it predicts; the parallel loader gives exactly
 what a single connection gives, and the embedded server's own reading of the files exactly what
-the COPY path gives."""
+the COPY path gives; the memory sampler sees every process of the server."""
 import dataclasses
 import hashlib
 import os
 
 import pytest
 
+import db
 import etl
 import generate
+import run
 import staging
 from conftest import counts, query, reset, table
 from sql_queries import LOADED_TABLES, STAGING_TABLES
@@ -102,3 +104,11 @@ def test_a_file_the_server_may_not_read_takes_the_copy_path(make_cfg, tmp_path, 
     private.chmod(0o600)
     assert loaded_tables(cfg) == expected
     assert any(str(private) in call for call in copy_path_calls)
+
+
+def test_the_memory_sampler_finds_every_process_of_the_server(make_cfg):
+    cfg = make_cfg()
+    with db.connection(cfg) as conn:
+        postmaster, *children = run.server_pids(cfg.data_dir)
+        assert sorted(children) == sorted(run.scan_children(postmaster))
+        assert conn.get_backend_pid() in children

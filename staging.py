@@ -56,7 +56,7 @@ BOM = b"\xef\xbb\xbf"
 SOURCES = {"song_data": ("songs", "staging_songs"), "log_data": ("events", "staging_events")}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a 10M load lists 200,000 song files
 class SourceFile:
     path: str       # a local path or s3://bucket/key
     size: int       # bytes (of a range: its length)
@@ -175,18 +175,19 @@ def discover_local(location, what):
     return Found(files, skipped)
 
 
-def _identity(path):
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
+def _identity(path, st=None):
+    """A file's device and inode, as one number (200,000 tuples of two held 28 MB)."""
+    st = st or os.stat(path)
+    return st.st_dev << 64 | st.st_ino
 
 
 def local_file(path, what, seen):
     """A SourceFile for a local file, checked readable; None if seen before (through a link)."""
     try:
         st = os.stat(path)
-        if (st.st_dev, st.st_ino) in seen:
+        if _identity(path, st) in seen:
             return None
-        seen.add((st.st_dev, st.st_ino))
+        seen.add(_identity(path, st))
         os.close(os.open(path, os.O_RDONLY))
     except FileNotFoundError:
         if os.path.islink(path):

@@ -122,12 +122,12 @@ def check_set_aside(conn, staged, run_id, max_errors):
 def prepare_table(cfg, table):
     """Make one scratch table of the transform's prepared rows, on its own connection, and
     commit it; return its row count."""
-    started = time.monotonic()
+    started, rows = time.monotonic(), -1
     with db.connection(cfg) as conn:
         with conn.cursor() as cur:
             for q in sql_queries.transform_settings["postgres"] + sql_queries.prepare_statements(table, "postgres"):
                 cur.execute(q)
-            rows = cur.rowcount
+                rows = cur.rowcount if cur.rowcount >= 0 else rows  # the CREATE's, not a SET's or ANALYZE's
         conn.commit()
     log.debug("prepared %s: %d rows, %.2f s", table, rows, time.monotonic() - started)
     return rows

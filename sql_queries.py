@@ -35,6 +35,8 @@ DIALECT = {
         "by_time": "",
         "by_song": "",
         "scratch": "UNLOGGED TABLE",   # the transform's prepared rows, shared between connections
+        # dropped when the load ends: autovacuum would only scan them (at 10M it vacuumed new_plays mid-load)
+        "scratch_options": " WITH (autovacuum_enabled = false)",
         "scratch_by_time": "",
         # the catalogue's sizes for the plays' join (the server stops between runs: autovacuum
         # may never see song_keys), so it hashes the catalogue, not the batch's plays
@@ -63,6 +65,7 @@ DIALECT = {
         "scratch": "TEMP TABLE",       # the transform's prepared rows, inside the load's transaction
         # the prepared plays and times are spread as songplays and time are: their inserts and
         # the NOT EXISTS joins stay node-local
+        "scratch_options": "",
         "scratch_by_time": " DISTKEY(start_time)",
         "analyze_keys": "",
         "event_time": ("TIMESTAMP 'epoch' + ts / 1000 * INTERVAL '1 second' "  # integer arithmetic
@@ -637,7 +640,7 @@ FROM (SELECT ts, {event_time} AS start_time
 # the events at a user's latest ts are ranked: a hash aggregate finds that ts, so the sort is
 # of a few rows per user rather than of every event.
 latest_users_create = """
-CREATE {scratch} latest_users AS
+CREATE {scratch} latest_users{scratch_options} AS
 SELECT user_id, first_name, last_name, gender, level, {event_time} AS last_seen_at
 FROM (SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.user_id
                                      ORDER BY e.ts DESC, session_id DESC, item_in_session DESC,
@@ -647,9 +650,9 @@ FROM (SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.user_id
         ON m.user_id = e.user_id AND m.ts = e.ts) e
 WHERE rn = 1"""
 
-new_keys_create = "CREATE {scratch} new_keys AS" + new_song_keys
-new_plays_create = "CREATE {scratch} new_plays{scratch_by_time} AS" + new_plays_select
-new_times_create = "CREATE {scratch} new_times{scratch_by_time} AS" + new_times_select
+new_keys_create = "CREATE {scratch} new_keys{scratch_options} AS" + new_song_keys
+new_plays_create = "CREATE {scratch} new_plays{scratch_options}{scratch_by_time} AS" + new_plays_select
+new_times_create = "CREATE {scratch} new_times{scratch_options}{scratch_by_time} AS" + new_times_select
 
 prepare_queries = {  # scratch table -> the statements that make it
     "new_keys": ["DROP TABLE IF EXISTS new_keys", new_keys_create, "{analyze_keys}"],

@@ -1,6 +1,7 @@
-"""The embedded PostgreSQL: started with its bulk-load settings in effect, started again when it
-stopped under a process that had joined it, and a data directory from an older PostgreSQL
-refused in one line before anything starts."""
+"""The embedded PostgreSQL: started with its bulk-load settings in effect (and none of
+autovacuum's work on a load's prepared rows), started again when it stopped under a process that
+had joined it, and a data directory from an older PostgreSQL refused in one line before
+anything starts."""
 import shutil
 import tempfile
 from pathlib import Path
@@ -8,8 +9,10 @@ from pathlib import Path
 import psycopg2
 
 import db
+import etl
 from config import load_config
-from conftest import run_script
+from conftest import query, reset, run_script
+from sql_queries import SCRATCH_TABLES
 
 
 def test_a_new_embedded_server_runs_with_every_bulk_load_setting():
@@ -77,6 +80,21 @@ def test_a_data_dir_that_is_a_file_is_one_line(tmp_path):
     assert (out.returncode, out.stderr) == (
         1, f"create_tables.py: error: [LOCAL] DATA_DIR {tmp_path / 'afile'} is a file; "
            "name a folder for the embedded database\n")
+
+
+def test_autovacuum_leaves_the_prepared_rows_alone(make_cfg):
+    """The scratch tables live for one load, as staging does: autovacuum would only scan them
+    (a 10M load saw it vacuum new_plays while the load ran)."""
+    cfg = make_cfg()
+    reset(cfg)
+    try:
+        for table in SCRATCH_TABLES:
+            etl.prepare_table(cfg, table)
+        options = query(cfg, "SELECT relname, reloptions FROM pg_class WHERE relname = ANY(%s)", (list(SCRATCH_TABLES),))
+        assert sorted(options) == sorted((t, ["autovacuum_enabled=false"]) for t in SCRATCH_TABLES)
+    finally:
+        with db.connection(cfg) as conn:
+            etl.drop_scratch(conn)
 
 
 def test_a_connection_after_the_server_stopped_starts_it_again(tmp_path):

@@ -362,7 +362,10 @@ def _cast(table, sources, where):
     """INSERT INTO a staging table the typed fields of each JSON text x.line from `sources`.
 
     The json type parses faster than jsonb. json_to_record refuses an escaped NUL (\\u0000)
-    anywhere in a record, as jsonb and the checks do (tests/test_bad_input.py).
+    anywhere in a record, as jsonb and the checks do: the json processing functions "convert
+    Unicode escapes to regular characters, and will therefore throw the same types of errors"
+    as jsonb's input (PostgreSQL manual, JSON Types, the note on Unicode escapes); checked on
+    fields kept and not kept in tests/test_bad_input.py.
     """
     fields = STAGING_FIELDS[table]
     cols = ", ".join(c for c, _, _, _ in fields)

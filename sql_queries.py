@@ -631,13 +631,14 @@ WHERE rn = 1"""
 # The batch's distinct play times (a play's time is its event's ts), broken down; weekday
 # 0 = Sunday, week is the ISO week. DATE_PART is EXTRACT returning a float (PostgreSQL's EXTRACT
 # computes in numeric, much slower). Distinct on the integer ts: cheaper than on the timestamp.
+# The time is made in the subquery that cannot be merged into this one (it is DISTINCT): once a
+# row, not once for each part (a merged subquery's column is its expression, copied into each use).
 new_times_select = """
 SELECT start_time, DATE_PART('hour', start_time)::INTEGER AS hour,
        DATE_PART('day', start_time)::INTEGER AS day, DATE_PART('week', start_time)::INTEGER AS week,
        DATE_PART('month', start_time)::INTEGER AS month, DATE_PART('year', start_time)::INTEGER AS year,
        DATE_PART('dow', start_time)::INTEGER AS weekday
-FROM (SELECT ts, {event_time} AS start_time
-      FROM (SELECT {distinct} ts FROM staging_events WHERE page = 'NextSong') d) s"""
+FROM (SELECT {distinct} ts, {event_time} AS start_time FROM staging_events WHERE page = 'NextSong') d"""
 
 # Each user's latest event in this batch (ties: the later session and item, then paid). Only
 # the events at a user's latest ts are ranked: a hash aggregate finds that ts, so the sort is

@@ -155,9 +155,9 @@ def discover_local(location, what):
         raise UserError(f"{what}: no such file or directory: {location}")
     files, skipped, seen_files, seen_dirs = [], [], set(), {_identity(os.stat(root))}
     for folder, dirs, names in os.walk(root, onerror=_raise_walk_error, followlinks=True):
-        kept = []
+        prefix, kept = os.path.join(folder, ""), []  # the folder and its separator: joined once a folder
         for name in sorted(dirs):
-            path = os.path.join(folder, name)
+            path = prefix + name
             identity = None if name.startswith(".") else _identity(os.stat(path))
             if identity is None or identity in seen_dirs:  # hidden; or a link back up (a cycle) or across
                 skipped.append(path + os.sep)
@@ -166,7 +166,7 @@ def discover_local(location, what):
                 kept.append(name)
         dirs[:] = kept
         for name in sorted(names):
-            path = os.path.join(folder, name)
+            path = prefix + name
             if name.startswith(".") or not is_json(name):
                 skipped.append(path)
                 continue

@@ -1,9 +1,10 @@
-"""The embedded PostgreSQL: started with its bulk-load settings in effect (and none of
-autovacuum's work on a load's prepared rows), started again when it stopped under a process that
-had joined it, and a data directory from an older PostgreSQL refused in one line before
-anything starts."""
+"""The embedded PostgreSQL: started with its bulk-load settings in effect (also where an earlier
+version wrote others; and none of autovacuum's work on a load's prepared rows), started again
+when it stopped under a process that had joined it, and a data directory from an older
+PostgreSQL refused in one line before anything starts."""
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg2
@@ -35,7 +36,40 @@ def test_a_new_embedded_server_runs_with_every_bulk_load_setting():
         db.embedded_server(data_dir).cleanup()
         shutil.rmtree(parent)
     assert found == sorted((name, value, False) for name, value in db.EMBEDDED_SETTINGS.items())
-    assert checksums == "on"  # PostgreSQL 18's initdb default, kept: it costs a bulk load nothing measurable
+    assert checksums == "on"  # PostgreSQL 18's initdb default, kept (db.py says why)
+
+
+def test_a_setting_an_earlier_version_wrote_otherwise_is_written_again():
+    """A data directory holding another value for one of db.EMBEDDED_SETTINGS (an earlier version
+    of the toolkit wrote backend_flush_after = 2MB) gets ours when a script next uses it."""
+    parent = Path(tempfile.mkdtemp(prefix="sparkify-test-"))  # not under pytest's folder: see above
+    data_dir = parent / "pgdata"
+    try:
+        uri = db.embedded_uri(data_dir)
+        server_query(uri, "ALTER SYSTEM SET backend_flush_after = '2MB'")
+        server_query(uri, "SELECT pg_reload_conf()")
+        for _ in range(100):  # the server applies a reload in its own time
+            if server_query(uri, "SHOW backend_flush_after") == [("2MB",)]:
+                break
+            time.sleep(0.05)
+        db.embedded_uri(data_dir)
+        written = server_query(uri, "SELECT setting FROM pg_file_settings WHERE name = 'backend_flush_after' "
+                                    "ORDER BY seqno DESC LIMIT 1")
+    finally:
+        db.embedded_server(data_dir).cleanup()
+        shutil.rmtree(parent)
+    assert written == [(db.EMBEDDED_SETTINGS["backend_flush_after"],)] == [("0",)]
+
+
+def server_query(uri, sql):
+    conn = psycopg2.connect(uri)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall() if cur.description else None
+    finally:
+        conn.close()
 
 
 def test_a_data_directory_from_an_older_postgresql_is_refused_in_one_line(tmp_path):

@@ -138,8 +138,9 @@ EMBEDDED_SETTINGS = {
     "wal_buffers": "64MB",
     "max_wal_size": "8GB",
     "checkpoint_timeout": "30min",
-    # PostgreSQL's default: no early writes. With 2MB (until 2026-11; a data directory holding it
-    # gets ours, _tune_for_bulk_loads) each page went to disk as it left shared buffers: the
+    # PostgreSQL's default: no early writes. With 2MB (this toolkit's value until 2026-11, which
+    # _tune_for_bulk_loads replaces in an older data directory, in effect from the server's next
+    # start) each page went to disk as it left shared buffers: the
     # scratch tables' too, dropped at the load's end, and staging's twice (again once the star
     # step's first read set its hint bits). A 1M load wrote 1.26 GB, now 0.68: the star tables,
     # synced at commit, and staging once, at the server's stop (0.45 s rather than 0.2).
@@ -156,9 +157,9 @@ EMBEDDED_SETTINGS = {
 
 
 def _tune_for_bulk_loads(uri):
-    """Write each of EMBEDDED_SETTINGS not in effect (ALTER SYSTEM): a new data directory's, and
-    one an earlier version set otherwise; True if a restart is needed to apply them and this is
-    the only connection."""
+    """Write each of EMBEDDED_SETTINGS not in effect (ALTER SYSTEM): all of them in a new data
+    directory, and any set otherwise (by an earlier version, or by hand: the embedded server's
+    settings are ours); True if a restart is needed to apply them and this is the only connection."""
     conn = psycopg2.connect(uri)
     conn.autocommit = True
     try:

@@ -52,6 +52,8 @@ def test_a_setting_an_earlier_version_wrote_otherwise_is_written_again():
             if server_query(uri, "SHOW backend_flush_after") == [("2MB",)]:
                 break
             time.sleep(0.05)
+        else:
+            raise AssertionError("the server did not take backend_flush_after = 2MB within 5 s")
         db.embedded_uri(data_dir)
         written = server_query(uri, "SELECT setting FROM pg_file_settings WHERE name = 'backend_flush_after' "
                                     "ORDER BY seqno DESC LIMIT 1")

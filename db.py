@@ -140,10 +140,12 @@ EMBEDDED_SETTINGS = {
     "checkpoint_timeout": "30min",
     # PostgreSQL's default: no early writes. With 2MB (this toolkit's value until 2026-11, which
     # _tune_for_bulk_loads replaces in an older data directory, in effect from the server's next
-    # start) each page went to disk as it left shared buffers: the
-    # scratch tables' too, dropped at the load's end, and staging's twice (again once the star
-    # step's first read set its hint bits). A 1M load wrote 1.26 GB, now 0.68: the star tables,
-    # synced at commit, and staging once, at the server's stop (0.45 s rather than 0.2).
+    # start) each page went to disk as it left shared buffers: the scratch tables' too, dropped at
+    # the load's end, and staging's twice (again once the star step's first read set its hint
+    # bits). A 1M load wrote 1.26 GB, now 0.68: the star tables, synced at commit, and staging
+    # once, at the server's stop (0.45 s rather than 0.2). The PostgreSQL manual names the case
+    # (Resource Consumption, Asynchronous Behavior): data bigger than shared_buffers but smaller
+    # than the OS's page cache, where forced writeback may slow a workload down.
     "backend_flush_after": "0",
     "wal_level": "minimal",               # no replicas: rows into a table created or truncated in the
     "max_wal_senders": "0",               # same transaction skip the WAL (etl.take_over_empty_tables)

@@ -46,7 +46,8 @@ DIALECT = {
         "event_time": "TIMESTAMP 'epoch' + ts * INTERVAL '1 millisecond'",
         # the batch's distinct play times by a sort (EXPLAIN: Sort then Unique; plain DISTINCT was a
         # HashAggregate): 811k distinct keys hash slower than they sort (new_times 2.5 -> 2.1 CPU-s
-        # at 1M); a sort keeps to work_mem
+        # at 1M); a sort keeps to work_mem. start_time is the output column (DISTINCT ON follows
+        # ORDER BY's rules, which may name one: PostgreSQL manual, SELECT, "DISTINCT Clause")
         "distinct": "DISTINCT ON (start_time)",
         "record": "TEXT",              # a bad record whole, however long
         "details": "TEXT",             # JSON text

@@ -2,6 +2,7 @@
 version wrote others; and none of autovacuum's work on a load's prepared rows), started again
 when it stopped under a process that had joined it, and a data directory from an older
 PostgreSQL refused in one line before anything starts."""
+import contextlib
 import shutil
 import tempfile
 import time
@@ -16,36 +17,47 @@ from conftest import query, reset, run_script
 from sql_queries import SCRATCH_TABLES
 
 
-def test_a_new_embedded_server_runs_with_every_bulk_load_setting():
-    """Each of db.EMBEDDED_SETTINGS is accepted by this PostgreSQL and in effect once the server
-    that created the data directory is back (some need a restart)."""
+@contextlib.contextmanager
+def new_server():
+    """A new embedded server in a data directory of its own; yields its URI, then removes it."""
     # Not under pytest's folder: any pytest run on the machine resets it to 0700, which the
     # server's own user (as root) could then not enter while starting.
     parent = Path(tempfile.mkdtemp(prefix="sparkify-test-"))
     data_dir = parent / "pgdata"
-    conn = psycopg2.connect(db.embedded_uri(data_dir))
     try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT name, current_setting(name), pending_restart FROM pg_settings "
-                        "WHERE name = ANY(%s) ORDER BY name", (list(db.EMBEDDED_SETTINGS),))
-            found = cur.fetchall()
-            cur.execute("SHOW data_checksums")
-            checksums = cur.fetchone()[0]
+        yield data_dir, db.embedded_uri(data_dir)
     finally:
-        conn.close()
         db.embedded_server(data_dir).cleanup()
         shutil.rmtree(parent)
+
+
+def server_query(uri, sql, params=None):
+    """Rows of one statement on its own connection to uri (None for a statement without rows)."""
+    conn = psycopg2.connect(uri)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else None
+    finally:
+        conn.close()
+
+
+def test_a_new_embedded_server_runs_with_every_bulk_load_setting():
+    """Each of db.EMBEDDED_SETTINGS is accepted by this PostgreSQL and in effect once the server
+    that created the data directory is back (some need a restart)."""
+    with new_server() as (_, uri):
+        found = server_query(uri, "SELECT name, current_setting(name), pending_restart FROM pg_settings "
+                                  "WHERE name = ANY(%s) ORDER BY name", (list(db.EMBEDDED_SETTINGS),))
+        checksums = server_query(uri, "SHOW data_checksums")
     assert found == sorted((name, value, False) for name, value in db.EMBEDDED_SETTINGS.items())
-    assert checksums == "on"  # PostgreSQL 18's initdb default, kept (db.py says why)
+    assert checksums == [("on",)]  # PostgreSQL 18's initdb default, kept (db.py says why)
 
 
 def test_a_setting_an_earlier_version_wrote_otherwise_is_written_again():
     """A data directory holding another value for one of db.EMBEDDED_SETTINGS (an earlier version
     of the toolkit wrote backend_flush_after = 2MB) gets ours when a script next uses it."""
-    parent = Path(tempfile.mkdtemp(prefix="sparkify-test-"))  # not under pytest's folder: see above
-    data_dir = parent / "pgdata"
-    try:
-        uri = db.embedded_uri(data_dir)
+    with new_server() as (data_dir, uri):
         server_query(uri, "ALTER SYSTEM SET backend_flush_after = '2MB'")
         server_query(uri, "SELECT pg_reload_conf()")
         for _ in range(100):  # the server applies a reload in its own time
@@ -57,21 +69,7 @@ def test_a_setting_an_earlier_version_wrote_otherwise_is_written_again():
         db.embedded_uri(data_dir)
         written = server_query(uri, "SELECT setting FROM pg_file_settings WHERE name = 'backend_flush_after' "
                                     "ORDER BY seqno DESC LIMIT 1")
-    finally:
-        db.embedded_server(data_dir).cleanup()
-        shutil.rmtree(parent)
     assert written == [(db.EMBEDDED_SETTINGS["backend_flush_after"],)] == [("0",)]
-
-
-def server_query(uri, sql):
-    conn = psycopg2.connect(uri)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchall() if cur.description else None
-    finally:
-        conn.close()
 
 
 def test_a_data_directory_from_an_older_postgresql_is_refused_in_one_line(tmp_path):
@@ -136,7 +134,7 @@ def test_autovacuum_leaves_the_prepared_rows_alone(make_cfg):
 def test_a_connection_after_the_server_stopped_starts_it_again(tmp_path):
     """A process reuses the address of the server it started or joined (db.JOINED); when that
     server has stopped since, its next connection starts it again."""
-    parent = Path(tempfile.mkdtemp(prefix="sparkify-test-"))  # not under pytest's folder (see above)
+    parent = Path(tempfile.mkdtemp(prefix="sparkify-test-"))  # not under pytest's folder (see new_server)
     cfg_file = tmp_path / "dwh.cfg"
     cfg_file.write_text(f"[LOCAL]\nDATA_DIR = {parent / 'pgdata'}\n")
     cfg = load_config(str(cfg_file))

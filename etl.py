@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
 import psycopg2
+import psycopg2.errors
 
 import db
 import history
@@ -119,13 +120,14 @@ def check_set_aside(conn, staged, run_id, max_errors):
                     f"All of them: SELECT * FROM load_errors WHERE run_id = '{run_id}'")
 
 
-def prepare_table(cfg, table):
+def prepare_table(cfg, table, rank_repeats=True):
     """Make one scratch table of the transform's prepared rows, on its own connection, and
     commit it; return its row count."""
     started, rows = time.monotonic(), -1
     with db.connection(cfg) as conn:
         with conn.cursor() as cur:
-            for q in sql_queries.transform_settings["postgres"] + sql_queries.prepare_statements(table, "postgres"):
+            for q in (sql_queries.transform_settings["postgres"]
+                      + sql_queries.prepare_statements(table, "postgres", rank_repeats)):
                 cur.execute(q)
                 rows = cur.rowcount if cur.rowcount >= 0 else rows  # the CREATE's, not a SET's or ANALYZE's
         conn.commit()
@@ -147,24 +149,29 @@ def check_batch(cfg, prepared):
     return found
 
 
-def prepare_star_rows(cfg, pool):
+def prepare_star_rows(cfg, pool, first_try=None):
     """Start preparing the scratch tables, and checking them, on other connections;
     return {scratch table or "checks": future}. The new catalogue keys (quick) and the plays
     (the longest; they wait for the keys) start first, then the times and the users; the
-    checks, which wait for them all, last."""
+    checks, which wait for them all, last. The plays are prepared as if no event repeated;
+    given the first try's futures (a repeat was found), the plays are prepared again, ranked,
+    and checked again, and the other scratch tables kept."""
     prepared = {}
     for table in sql_queries.SCRATCH_TABLES:
+        if first_try and table != "new_plays":
+            prepared[table] = first_try[table]
+            continue
         after = prepared.get(sql_queries.PREPARED_AFTER.get(table))
-        prepared[table] = pool.submit(prepare_after, cfg, table, after)
+        prepared[table] = pool.submit(prepare_after, cfg, table, after, rank_repeats=bool(first_try))
     prepared["checks"] = pool.submit(check_batch, cfg, prepared)
     return prepared
 
 
-def prepare_after(cfg, table, after=None):
+def prepare_after(cfg, table, after=None, rank_repeats=True):
     """prepare_table, once the scratch table it is made from (a future) is ready."""
     if after is not None:
         after.result()
-    return prepare_table(cfg, table)
+    return prepare_table(cfg, table, rank_repeats)
 
 
 def insert_star_tables(conn, engine="postgres", prepared=None, checks=None, progress=None):
@@ -361,11 +368,21 @@ def run_etl(cfg, max_errors=None, wait=True, s3=None, days=None):
 def transform(cfg, conn, checks=None):
     """Staging -> star on PostgreSQL; returns insert_star_tables()'s result (the checks'
     outcomes into `checks`). The heavy SELECTs run on their own connections, one per core, and
-    this one applies their results to the star tables as each is ready."""
+    this one applies their results to the star tables as each is ready. The plays are first
+    prepared as if no event repeated; a repeat fails a unique key of the plays, and the star
+    transaction runs again with the plays ranked (sql_queries.RANK_REPEATS)."""
     try:
         with ThreadPoolExecutor(min(len(sql_queries.SCRATCH_TABLES), os.cpu_count() or 1),
                                 thread_name_prefix="prepare") as pool, StarProgress(cfg, conn) as progress:
-            return insert_star_tables(conn, "postgres", prepare_star_rows(cfg, pool), checks, progress)
+            first_try = prepare_star_rows(cfg, pool)
+            try:
+                return insert_star_tables(conn, "postgres", first_try, checks, progress)
+            except psycopg2.errors.UniqueViolation as e:
+                if e.diag.constraint_name not in sql_queries.REPEAT_KEYS:
+                    raise
+                conn.rollback()
+                log.info("the batch repeats an event (%s): its plays again, each event once", e.diag.message_detail)
+                return insert_star_tables(conn, "postgres", prepare_star_rows(cfg, pool, first_try), checks, progress)
     except (UserError, psycopg2.Error):
         with contextlib.suppress(psycopg2.Error):  # the connection may be what failed
             drop_scratch(conn)

@@ -140,6 +140,51 @@ def test_the_same_event_twice_in_the_input_is_one_play(make_cfg, tmp_path):
     assert counts(cfg)["time"] == 1
 
 
+REPEATED = dict(ts=TS + 60_000, sessionId=7, itemInSession=3)  # one event, given more than once
+
+
+@pytest.mark.parametrize("copies, plays, waiting", [
+    # every copy waits for its song: unmatched_plays' key finds the repeat
+    ([dict(userId="3", song="Other"), dict(userId="2", song="Other")], [(2, "free", None)], 1),
+    # every copy matched: songplays' key finds it
+    ([dict(userId="3"), dict(userId="2", level="paid")], [(2, "paid", "SO1")], 0),
+])
+def test_a_first_load_keeps_the_smallest_copy_of_a_repeated_event(make_cfg, tmp_path, caplog, copies, plays, waiting):
+    """The plays are prepared as if no event repeated; a repeat fails a key of the plays, and
+    the star transaction runs again with the copies ranked: the smallest user_id, song, artist,
+    level wins."""
+    caplog.set_level("INFO", logger="sparkify")
+    cfg = small(make_cfg, tmp_path, [event(**REPEATED, **c) for c in copies])
+    reset(cfg)
+    load(cfg)
+    assert query(cfg, "SELECT user_id, level, song_id FROM songplays") == plays
+    assert counts(cfg)["unmatched_plays"] == waiting
+    assert "the batch repeats an event (Key (session_id, item_in_session, start_time)=(7, 3, " in caplog.text
+
+
+def test_a_later_load_keeps_the_smallest_copy_of_a_repeated_event(make_cfg, tmp_path, caplog):
+    """With the keys in place, the plays' insert finds the repeat. A batch without one prepares
+    its plays once."""
+    caplog.set_level("INFO", logger="sparkify")
+    first = small(make_cfg, tmp_path, [event()], name="b1")
+    reset(first)
+    load(first)
+    assert "repeats an event" not in caplog.text
+    later = small(make_cfg, tmp_path, [event(**REPEATED, userId="3"), event(**REPEATED, userId="2", song="Other")],
+                  name="b2")
+    load(later)
+    assert query(later, "SELECT user_id, song_id FROM songplays ORDER BY start_time") == [(1, "SO1"), (2, None)]
+    assert counts(later)["unmatched_plays"] == 1
+    assert "the batch repeats an event (Key (session_id, item_in_session, start_time)=(7, 3, " in caplog.text
+
+
+def test_the_keys_that_find_a_repeat_are_the_plays_unique_event_keys():
+    keys = {k.name: (t, k.definition) for t in sql_queries.REGISTRY for k in t.keys}
+    assert {keys[name] for name in sql_queries.REPEAT_KEYS} == {
+        (sql_queries.TABLE["songplays"], "UNIQUE (session_id, item_in_session, start_time)"),
+        (sql_queries.TABLE["unmatched_plays"], "PRIMARY KEY (session_id, item_in_session, start_time)")}
+
+
 def test_a_first_load_leaves_every_key_and_index_as_created(warehouse):
     """A first load drops the keys of the empty star tables and builds them again."""
     created = keys(warehouse)

@@ -681,7 +681,7 @@ PREPARED_AFTER = {"new_plays": "new_keys"}  # a scratch table made from another,
 def prepare_statements(table, engine, rank_repeats=True):
     """The statements that make one scratch table, for an engine; rank_repeats=False: the plays
     as if no event repeated (PostgreSQL's first try)."""
-    rank = RANK_REPEATS if rank_repeats else "1"
+    rank = RANK_REPEATS if rank_repeats else "1 /* as if no event repeated: the plays' unique keys find a repeat */"
     statements = (q.format(**DIALECT[engine], rank=rank) for q in prepare_queries[table])
     return [q for q in statements if q]  # an engine's empty statement: nothing to run
 

@@ -661,7 +661,10 @@ WHERE rn = 1"""
 # comparisons (at 1M, 0.4 CPU-s less than session_id first).
 RANK_REPEATS = """ROW_NUMBER() OVER (PARTITION BY e.ts, e.session_id, e.item_in_session
                                 ORDER BY e.user_id, e.song, e.artist, e.level)"""
-REPEAT_KEYS = ("unmatched_plays_pkey", "songplays_event_key")  # unique on (session_id, item_in_session, start_time)
+# Unique on (session_id, item_in_session, start_time). The error names the key, or the index whose
+# build failed ("indexes are treated as constraints": PostgreSQL manual, Frontend/Backend
+# Protocol, Error and Notice Message Fields, field n).
+REPEAT_KEYS = ("unmatched_plays_pkey", "songplays_event_key")
 
 new_keys_create = "CREATE {scratch} new_keys{scratch_options} AS" + new_song_keys
 new_plays_create = "CREATE {scratch} new_plays{scratch_options}{scratch_by_time} AS" + new_plays_select

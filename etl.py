@@ -149,20 +149,20 @@ def check_batch(cfg, prepared):
     return found
 
 
-def prepare_star_rows(cfg, pool, first_try=None):
+def prepare_star_rows(cfg, pool, retry_of=None):
     """Start preparing the scratch tables, and checking them, on other connections;
     return {scratch table or "checks": future}. The new catalogue keys (quick) and the plays
     (the longest; they wait for the keys) start first, then the times and the users; the
     checks, which wait for them all, last. The plays are prepared as if no event repeated;
-    given the first try's futures (a repeat was found), the plays are prepared again, ranked,
+    retry_of, the first try's futures (a repeat was found): the plays are prepared again, ranked,
     and checked again, and the other scratch tables kept."""
     prepared = {}
     for table in sql_queries.SCRATCH_TABLES:
-        if first_try and table != "new_plays":
-            prepared[table] = first_try[table]
+        if retry_of and table != "new_plays":
+            prepared[table] = retry_of[table]
             continue
         after = prepared.get(sql_queries.PREPARED_AFTER.get(table))
-        prepared[table] = pool.submit(prepare_after, cfg, table, after, rank_repeats=bool(first_try))
+        prepared[table] = pool.submit(prepare_after, cfg, table, after, rank_repeats=retry_of is not None)
     prepared["checks"] = pool.submit(check_batch, cfg, prepared)
     return prepared
 
@@ -178,7 +178,8 @@ def insert_star_tables(conn, engine="postgres", prepared=None, checks=None, prog
     """Staging -> star tables and the checks, in one transaction; return (before, after,
     changed, seconds): row counts, and [(table, action, label, rows)] of the steps that update
     or delete. A failing check rolls it all back (UserError naming it and the rows found);
-    the checks' outcomes go into `checks` (a list) if given, failing or not.
+    the checks' outcomes go into `checks` (a list) if given, failing or not. On an error the
+    transaction is left to the caller to roll back.
 
     prepared: from prepare_star_rows() (PostgreSQL): each scratch table is waited for just
     before the first step that reads it. Without it the scratch tables are made, and the
@@ -383,8 +384,9 @@ def transform(cfg, conn, checks=None):
                 conn.rollback()
                 log.info("the batch repeats an event (%s): its plays again, each event once", e.diag.message_detail)
                 first_seconds = time.monotonic() - started
+            # Only after a repeat; outside the except, so that its own error stands alone.
             before, after, changed, seconds = insert_star_tables(
-                conn, "postgres", prepare_star_rows(cfg, pool, first_try), checks, progress)
+                conn, "postgres", prepare_star_rows(cfg, pool, retry_of=first_try), checks, progress)
             seconds["star tables"] += first_seconds  # the step's time is both tries'
             return before, after, changed, seconds
     except (UserError, psycopg2.Error):

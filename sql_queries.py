@@ -603,7 +603,8 @@ WHERE rn = 1
                   WHERE k.title = s.title AND k.artist_name = s.artist_name AND k.duration = s.duration)"""
 
 # Each NextSong event of the batch once: an event repeated in the input (same session_id,
-# item_in_session, ts) keeps its smallest user_id, song, artist, level ({rank}). Its song is the
+# item_in_session, ts) keeps its smallest user_id, song, artist, level ({rank}: RANK_REPEATS,
+# below, or as if none repeats on PostgreSQL's first try). Its song is the
 # catalogue's entry for the event's title, artist name and duration: the whole catalogue as it
 # will be once this batch is applied (song_keys as committed, plus the batch's new keys), so
 # the plays can be prepared before the star transaction and still match this batch's songs.

@@ -1,6 +1,7 @@
 """What the star tables mean: exact counts on the sample, idempotency, increments, and each rule."""
 import datetime
 
+import psycopg2.errors
 import pytest
 
 import db
@@ -148,6 +149,8 @@ REPEATED = dict(ts=TS + 60_000, sessionId=7, itemInSession=3)  # one event, give
     ([dict(userId="3", song="Other"), dict(userId="2", song="Other")], [(2, "free", None)], 1),
     # every copy matched: songplays' key finds it
     ([dict(userId="3"), dict(userId="2", level="paid")], [(2, "paid", "SO1")], 0),
+    # one copy matched, one waiting: unmatched_plays takes one row, songplays' key finds it
+    ([dict(userId="3"), dict(userId="2", song="Other")], [(2, "free", None)], 1),
 ])
 def test_a_first_load_keeps_the_smallest_copy_of_a_repeated_event(make_cfg, tmp_path, caplog, copies, plays, waiting):
     """The plays are prepared as if no event repeated; a repeat fails a key of the plays, and
@@ -176,6 +179,20 @@ def test_a_later_load_keeps_the_smallest_copy_of_a_repeated_event(make_cfg, tmp_
     assert query(later, "SELECT user_id, song_id FROM songplays ORDER BY start_time") == [(1, "SO1"), (2, None)]
     assert counts(later)["unmatched_plays"] == 1
     assert "the batch repeats an event (Key (session_id, item_in_session, start_time)=(7, 3, " in caplog.text
+
+
+def test_a_broken_key_of_another_table_fails_the_load_without_a_second_try(make_cfg, tmp_path, caplog, monkeypatch):
+    """Only the plays' keys mean a repeated event: a transform bug that doubles a user stops the load."""
+    caplog.set_level("INFO", logger="sparkify")
+    cfg = small(make_cfg, tmp_path, [event(userId="5", sessionId=1), event(userId="5", sessionId=2)])
+    reset(cfg)
+    doubled = [q.replace("WHERE rn = 1", "WHERE rn <= 2") for q in sql_queries.prepare_queries["latest_users"]]
+    monkeypatch.setitem(sql_queries.prepare_queries, "latest_users", doubled)
+    with pytest.raises(psycopg2.errors.UniqueViolation) as failed:
+        load(cfg)
+    assert failed.value.diag.constraint_name == "users_pkey"
+    assert "repeats an event" not in caplog.text
+    assert star(cfg) == {t: [] for t in LOADED_TABLES}
 
 
 def test_the_keys_that_find_a_repeat_are_the_plays_unique_event_keys():

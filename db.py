@@ -373,8 +373,10 @@ def _connect_embedded(data_dir, **kwargs):
     if data_dir in JOINED:
         try:
             return psycopg2.connect(JOINED[data_dir], **kwargs)
-        except psycopg2.OperationalError:
-            del JOINED[data_dir]
+        except psycopg2.OperationalError as e:
+            if "too many clients" in str(e):  # up, and full: starting it again would not help
+                raise
+            JOINED.pop(data_dir, None)  # (another thread may have found it gone first)
     JOINED[data_dir] = uri = embedded_uri(data_dir)
     return psycopg2.connect(uri, **kwargs)
 

@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
@@ -88,9 +88,18 @@ def load_staging(cfg, conn, sources, run_id, s3=None):
         log.info("staging %s: %s", staging.SOURCES[source][0], staging.plural(len(found.files), "file"))
     # Both sources at once: song files are many and small (waiting on the file system),
     # log files few and large (waiting on the database); together they keep every core busy.
+    cancel = threading.Event()  # set when a source fails: the other stops too, uncommitted
     with ThreadPoolExecutor(len(sources), thread_name_prefix="source") as pool:
-        futures = [pool.submit(staging.load_source, cfg, source, found.files, run_id, s3)
+        futures = [pool.submit(staging.load_source, cfg, source, found.files, run_id, s3, cancel=cancel)
                    for source, found in sources.items()]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+            errors = [f.exception() for f in futures if f.done() and f.exception()]
+            if errors:  # the failure, rather than the other source's stop (a KeyboardInterrupt)
+                raise next((e for e in errors if not isinstance(e, KeyboardInterrupt)), errors[0])
+        except BaseException:
+            cancel.set()
+            raise
         results = [f.result() for f in futures]
     for r in results:
         r.skipped = len(sources[r.source].skipped)

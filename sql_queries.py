@@ -406,9 +406,17 @@ def server_read_cast(table):
     return _cast(table, f"{files},\n     {SERVER_LINES[table]}", "x.line <> ''")
 
 
+# A record nested deeper than PostgreSQL's stack allows stops its JSON parser with a hard error
+# (stack depth limit exceeded), which pg_input_is_valid cannot catch: a record with more [ and {
+# than this is set aside before it is parsed (depth is at most their count; no log record comes close).
+JSON_BRACKETS_MAX = 1000
+TOO_DEEP = f"length(x.line) - length(translate(x.line, '[{{', '')) > {JSON_BRACKETS_MAX}"
+
+
 def staging_rejects(table, raw):
     """Every record staging_cast() would fail on, with the first reason it fails."""
-    checks = ["WHEN p.j IS NULL THEN 'invalid JSON: ' || (pg_input_error_info(x.line, 'jsonb')).message",
+    checks = [f"WHEN {TOO_DEEP} THEN 'more than {JSON_BRACKETS_MAX} [ and {{: nested too deeply to parse'",
+              "WHEN p.j IS NULL THEN 'invalid JSON: ' || (pg_input_error_info(x.line, 'jsonb')).message",
               "WHEN jsonb_typeof(p.j) <> 'object' THEN 'not a JSON object but ' || jsonb_typeof(p.j)"]
     for _, key, sql_type, required in STAGING_FIELDS[table]:
         value = _field_value("p.j", key, sql_type)
@@ -421,7 +429,8 @@ def staging_rejects(table, raw):
             f"SELECT id, reason FROM (\n"
             f"    SELECT x.id, CASE\n             {cases}\n           END AS reason\n"
             f"    FROM {raw} x CROSS JOIN LATERAL\n"
-            f"         (SELECT CASE WHEN pg_input_is_valid(x.line, 'jsonb') THEN x.line::jsonb END AS j) p\n"
+            f"         (SELECT CASE WHEN {TOO_DEEP} THEN NULL\n"
+            f"                      WHEN pg_input_is_valid(x.line, 'jsonb') THEN x.line::jsonb END AS j) p\n"
             f"    WHERE {NOT_BLANK}\n"
             f") c WHERE reason IS NOT NULL")
 

@@ -43,12 +43,13 @@ from errors import UserError
 log = logging.getLogger("sparkify")
 
 BLOCK = 1 << 20              # bytes read from a source at a time: bounds memory per loader
-SERVER_READ_MAX = 64 << 20   # a larger song file is streamed (COPY path): bounds the server's memory
+SERVER_READ_MAX = 64 << 20   # the largest song file the server reads (a song file is read whole)
 SERVER_CHUNK = 16 << 20      # bytes of files the server reads per statement (at least one file)
 SERVER_RANGE = SERVER_CHUNK  # a larger log file is read by the server in line-aligned ranges of about this
 NEWLINE_PROBE = 64 << 10     # bytes read at a time to find the line start nearest a range boundary
 S3_AHEAD = 8                 # small S3 objects fetched ahead, per connection (they wait on latency)
 AHEAD_MAX = 1 << 20          # an S3 object up to this size (as stored) is fetched whole, ahead of its turn
+MAX_DEFAULT_WORKERS = 16     # connections per source when [ETL] WORKERS is 0 (at most 32 when set)
 GATHER = 256 << 10           # rows smaller than this are sent together
 MAX_RECORD = 64 << 20        # a longer line (or song file) is refused
 ERRORS_KEPT = 1000           # Python-side bad records kept per shard (all are counted)
@@ -305,7 +306,7 @@ class Gunzipped:
         try:
             return self.gz.read(size)
         except (OSError, EOFError, zlib.error) as e:
-            raise UserError(f"{self.path}: not a valid gzip file ({e}); nothing was committed")
+            raise UserError(f"{self.path}: not a valid gzip file ({e}); no star table was changed")
 
     def close(self):
         try:
@@ -450,7 +451,8 @@ def read_whole(body, path):
         parts.append(piece)
         size += len(piece)
         if size > MAX_RECORD:
-            raise UserError(f"{path}: larger than {MAX_RECORD >> 20} MiB")
+            raise UserError(f"{path}: a song file is read whole, and this one is larger than "
+                            f"{MAX_RECORD >> 20} MiB: split it into smaller files")
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
@@ -593,12 +595,15 @@ def shards(files, n):
 
 
 def worker_count(cfg):
-    """Two connections per core: while one streams its files, another casts its rows."""
-    return cfg.workers or 2 * (os.cpu_count() or 1)
+    """Connections per source (songs and logs load at once): two per core, while one streams
+    its files another casts its rows; by default at most MAX_DEFAULT_WORKERS, so that both
+    sources and the transform stay within a server's usual 100 connections."""
+    return cfg.workers or min(2 * (os.cpu_count() or 1), MAX_DEFAULT_WORKERS)
 
 
-def load_source(cfg, source, files, run_id, s3=None, workers=None):
+def load_source(cfg, source, files, run_id, s3=None, workers=None, cancel=None):
     """Load files into their staging table over several connections; return a StagingResult.
+    cancel: an Event that stops it (set when it fails, or by the caller).
 
     Files the embedded server reads itself wait in one queue of chunks that every connection
     takes from until it is empty, so that all finish together; the others are split between
@@ -619,7 +624,8 @@ def load_source(cfg, source, files, run_id, s3=None, workers=None):
     n = max(1, min(workers or worker_count(cfg), todo.qsize() + len(streamed)))
     parts = shards(streamed, n) if streamed else []
     parts += [[] for _ in range(n - len(parts))]
-    progress, cancel = Progress(f"staging {what}", len(files)), threading.Event()
+    progress = Progress(f"staging {what}", len(files))
+    cancel = threading.Event() if cancel is None else cancel  # set: stop (this source failed, or another)
     connections = []
     result = StagingResult(source, files=len(files), location=getattr(cfg, source))
     with ThreadPoolExecutor(n, thread_name_prefix=f"stage-{what}") as pool:
@@ -717,8 +723,10 @@ def chunks(files, max_bytes=None, max_files=1000):
 
 
 # A record or a file the server-side read cannot take: those files take the COPY path instead.
-SERVER_READ_REFUSED = (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.errors.InsufficientPrivilege,
-                       psycopg2.errors.UndefinedFile)
+# A cast that fails on a record: bad data or a missing field, or JSON nested deeper than the
+# server's stack (sql_queries.JSON_BRACKETS_MAX); staging_rejects() then says which and why.
+BAD_RECORD = (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.errors.StatementTooComplex)
+SERVER_READ_REFUSED = BAD_RECORD + (psycopg2.errors.InsufficientPrivilege, psycopg2.errors.UndefinedFile)
 
 
 def read_on_server(cur, source, todo, progress, cancel):
@@ -792,12 +800,12 @@ def cast_to_staging(cur, table, raw):
     try:
         cur.execute(cast)
         return cur.rowcount
-    except (psycopg2.DataError, psycopg2.IntegrityError):
+    except BAD_RECORD:
         cur.execute("ROLLBACK TO SAVEPOINT staging_cast")
     cur.execute(sql_queries.staging_rejects(table, raw))
     try:
         cur.execute(cast)
-    except (psycopg2.DataError, psycopg2.IntegrityError) as e:
+    except BAD_RECORD as e:
         raise UserError(f"{table}: a record failed that the checks did not catch: "
                         f"{str(e).splitlines()[0]}")
     return cur.rowcount

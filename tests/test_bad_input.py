@@ -44,6 +44,9 @@ EVENT_CASES = {
         r"^invalid JSON: unsupported Unicode escape sequence"),
     "value longer than its column": (json.dumps(event(artist="x" * 600, itemInSession=1)),
                                      r'^field "artist": value too long for type character varying\(512\)'),
+    # deeper than PostgreSQL's stack: its parser stops the whole statement (stack depth limit exceeded)
+    "JSON nested 20,000 deep": (json.dumps(event(itemInSession=1))[:-1] + ', "x": ' + "[" * 20000 + "]" * 20000 + "}",
+                                r"^more than 1000 \[ and \{: nested too deeply to parse$"),
 }
 
 
@@ -75,6 +78,8 @@ SONG_CASES = {
                           r'^missing required field "artist_id"'),
     "year of the wrong type": (song(year="nineteen"), r'^field "year": invalid input syntax for type integer'),
     "not JSON": (b'{"song_id": "SO9",', r"^invalid JSON"),
+    "JSON nested 20,000 deep": (b'{"song_id": "SO9", "x": ' + b"[" * 20000 + b"]" * 20000 + b"}",
+                                r"^more than 1000 \[ and \{: nested too deeply to parse$"),
 }
 
 

@@ -82,6 +82,26 @@ def test_secrets_never_appear_in_repr(tmp_path):
     assert "Passw0rd" not in cfg.describe()
 
 
+@pytest.mark.parametrize("text, message", [
+    ("[CLUSTER]\nHOST=a\nDB_PASSWORD Sup3rSecret!\n", "line 3: cannot parse it (expected KEY = value)"),
+    ("DB_PASSWORD=Sup3rSecret!\n[CLUSTER]\n", "line 1: expected a [SECTION] header before key 'DB_PASSWORD'"),
+    ("Sup3rSecret!\n[CLUSTER]\n", "line 1: expected a [SECTION] header before this line"),
+])
+def test_a_line_the_parser_cannot_read_is_named_not_shown(tmp_path, text, message):
+    """It may hold a password, and the configuration is not read yet: nothing to mask it with."""
+    with pytest.raises(UserError) as e:
+        config.load_config(str(write(tmp_path, text)))
+    assert str(e.value).endswith(message) and "Sup3rSecret" not in str(e.value)
+
+
+def test_a_password_that_starts_with_a_comment_sign_is_kept_when_quoted(tmp_path):
+    """As dwh.cfg.example says: unquoted, a value that starts with # or ; is a comment."""
+    cfg = config.load_config(str(write(tmp_path, '[CLUSTER]\nHOST=db.example.org\nDB_PASSWORD="#abc;d" ; mine\n')))
+    assert cfg.db_password == "#abc;d"
+    cfg = config.load_config(str(write(tmp_path, "[CLUSTER]\nHOST=db.example.org\nDB_PASSWORD=#abc\n")))
+    assert cfg.db_password == ""
+
+
 def test_keys_are_case_insensitive_and_quotes_optional(tmp_path):
     cfg = config.load_config(str(write(tmp_path, '[cluster]\nhost = "db.example.org"\nDb_Port = "6543"\n'
                                                  "[etl]\nmax_errors='5'\n")))
@@ -133,6 +153,8 @@ def test_relative_local_paths_are_relative_to_the_config_file(tmp_path, monkeypa
     ("[S3]\nLOG_DATA=s3://bucket/x'; DROP TABLE users; --\n", r"\[S3\] LOG_DATA is not a valid s3://"),
     ("[AWS]\nREGION=us west\n", r"\[AWS\] REGION must be a region name"),
     ("[ETL]\nMAX_ERRORS=-1\n", r"\[ETL\] MAX_ERRORS must be between 0 and"),
+    # each source opens WORKERS connections at once: 2 x 64 and the transform's passed a server's 100
+    ("[ETL]\nWORKERS=33\n", r"\[ETL\] WORKERS must be between 0 and 32, not 33"),
 ])
 def test_bad_configuration_is_one_clear_error(tmp_path, text, message):
     path = tmp_path / "missing.cfg" if text is None else write(tmp_path, text)

@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 
 import psycopg2
+import pytest
 
 import db
 import etl
 from config import load_config
 from conftest import query, reset, run_script
+from errors import UserError
 from sql_queries import SCRATCH_TABLES
 
 
@@ -150,3 +152,19 @@ def test_a_connection_after_the_server_stopped_starts_it_again(tmp_path):
     finally:
         db.embedded_server(cfg.data_dir).cleanup()
         shutil.rmtree(parent)
+
+
+def test_a_full_server_is_said_so_in_one_line(make_cfg, monkeypatch):
+    """Past the server's max_connections a connection says so: before, the process tried to start
+    the running server again ("did not start"), or two threads that found it full both forgot
+    its address (KeyError)."""
+    cfg = make_cfg()
+    db.connect(cfg).close()  # the process has joined the server
+
+    def full(*args, **kwargs):
+        raise psycopg2.OperationalError("connection to server failed: FATAL:  sorry, too many clients already")
+    monkeypatch.setattr(psycopg2, "connect", full)
+    monkeypatch.setattr(db, "embedded_uri", lambda data_dir: pytest.fail("started the running server again"))
+    with pytest.raises(UserError, match="^cannot connect to .*: .*sorry, too many clients already$"):
+        db.connect(cfg)
+    assert cfg.data_dir in db.JOINED

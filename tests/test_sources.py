@@ -91,6 +91,34 @@ def test_shards_split_files_evenly_and_keep_each_once():
     assert sorted(sum(f.size for f in p) for p in parts) == [80, 80]
 
 
+def test_when_one_source_fails_the_other_stops(warehouse, monkeypatch):
+    """Songs and logs load at once: the first to fail stops the other, which commits nothing
+    (before, the logs went on loading, and committed, after the songs had failed)."""
+    stopped = threading.Event()
+
+    def load_source(cfg, source, files, run_id, s3=None, workers=None, cancel=None):
+        if source == "song_data":
+            raise UserError("a bad song file")
+        if cancel is not None and cancel.wait(30):
+            stopped.set()
+            raise KeyboardInterrupt
+        return staging.StagingResult(source, files=len(files))
+    monkeypatch.setattr(staging, "load_source", load_source)
+    with pytest.raises(UserError, match="^a bad song file$"):
+        etl.run_etl(warehouse)
+    assert stopped.is_set()
+
+
+def test_connections_per_source_stay_within_a_server_s_100_by_default(make_cfg, monkeypatch):
+    """Both sources load at once, each over worker_count connections: two per core, at most
+    MAX_DEFAULT_WORKERS (on 64 cores, 2 x 128 connections failed at the server's 100)."""
+    cfg = make_cfg()
+    for cores, expected in ((2, 4), (64, staging.MAX_DEFAULT_WORKERS)):
+        monkeypatch.setattr(staging.os, "cpu_count", lambda: cores)
+        assert staging.worker_count(cfg) == expected
+    assert 2 * staging.MAX_DEFAULT_WORKERS + 2 * 8 <= 100  # and the transform's few
+
+
 @pytest.mark.parametrize("newline,trailing", [("\n", True), ("\r\n", False)])
 def test_a_large_log_file_is_cut_into_ranges_at_line_starts(tmp_path, monkeypatch, newline, trailing):
     """Every byte in exactly one range, each range starting a line, however long the line

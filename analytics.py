@@ -151,13 +151,13 @@ def main(cfg, args):
         return serve(cfg, args.port)
     if args.port is not None:
         raise UserError("--port is for --serve", exit_code=2)
-    if args.html and (args.sql or args.runs or args.quality):
-        other = "--sql" if args.sql else "--runs" if args.runs else "--quality"
+    if args.html and (args.sql is not None or args.runs or args.quality):
+        other = "--sql" if args.sql is not None else "--runs" if args.runs else "--quality"
         raise UserError(f"--html writes the report (or one --section), not {other}", exit_code=2)
     conn = open_reader(cfg)
     try:
         db.require_tables(conn, sql_queries.STAR_TABLES)
-        if args.sql:
+        if args.sql is not None:  # --sql "" too: it says it is empty
             write(sys.stdout, *stream(conn, one_statement(args.sql)), args.csv)
             return
         if args.runs:

@@ -7,6 +7,7 @@ A script builds its parser with `parser()`, and hands its `main(config, args)` t
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -50,6 +51,7 @@ def run(main, arg_parser, argv=None, uses=GROUPS):
     setup_logging(args.verbose)
     prog = arg_parser.prog
     config = None
+    stop = signal.signal(signal.SIGTERM, _as_ctrl_c)
     try:
         config = load_config(args.config, uses=uses)
         return interruptible(main, config, args) or 0
@@ -68,6 +70,15 @@ def run(main, arg_parser, argv=None, uses=GROUPS):
         if not args.verbose:
             msg += " (run with -v for the traceback)"
         return _fail(prog, msg, 1, args.verbose, config)
+    finally:
+        signal.signal(signal.SIGTERM, stop)
+
+
+def _as_ctrl_c(signum, frame):
+    """SIGTERM (a service manager, kill) ends a script as Ctrl-C does: its queries cancelled, its
+    transaction rolled back, and the embedded server stopped if it was the last to use it (by
+    default SIGTERM ended the process at once: --serve left the server running)."""
+    raise KeyboardInterrupt
 
 
 def interruptible(main, config, args):

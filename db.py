@@ -40,6 +40,9 @@ def embedded_uri(data_dir):
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise UserError(f"[LOCAL] DATA_DIR {data_dir} is a file; name a folder for the embedded database")
+    if _holds_other_files(data_dir):
+        raise UserError(f"[LOCAL] DATA_DIR {data_dir} holds other files and no database; "
+                        "name a new or empty folder for the embedded database")
     try:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         _forget_dead_handles(data_dir)
@@ -303,6 +306,20 @@ def _close_tcp(server):
     server.ensure_postgres_running()
     _write_hba(server, reader=False)
     _set_reader_password(server, None)
+
+
+# What a data directory holds from its first moments (initdb, the package's handles and log): a
+# folder without PG_VERSION that holds none of these is someone else's.
+DATA_DIR_MARKS = {"base", "global", "pg_wal", "log", ".handle_pids.json"}
+
+
+def _holds_other_files(data_dir):
+    """A folder with files in it and no database: initdb would refuse it, after the package had
+    made it its system user's (when run as root), so it is refused before anything changes."""
+    if not data_dir.is_dir() or (data_dir / "PG_VERSION").exists():
+        return False
+    names = {p.name for p in data_dir.iterdir()}
+    return bool(names) and not names & DATA_DIR_MARKS
 
 
 def _forget_dead_handles(data_dir):

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -363,14 +364,13 @@ def run_etl(cfg, max_errors=None, wait=True, s3=None, days=None):
         listing = lister.submit(find_sources, cfg, s3, days)
         with db.connection(cfg) as conn:
             db.require_tables(conn)
-            with db.etl_lock(conn, wait):
-                sources, s3 = listing.result()
-                with history.recorded(cfg, result, conn):
-                    result.before.update(db.row_counts(conn, ["load_errors"]))  # this run's: the difference
-                    conn.commit()
-                    result.record_staging(load_staging(cfg, conn, sources, result.run_id, s3))
-                    check_set_aside(conn, result.staged, result.run_id, max_errors)
-                    result.record_star(transform(cfg, conn, result.checks))
+            with db.etl_lock(conn, wait), history.recorded(cfg, result, conn):
+                sources, s3 = listing.result()  # a missing source or day: a failed run, kept too
+                result.before.update(db.row_counts(conn, ["load_errors"]))  # this run's: the difference
+                conn.commit()
+                result.record_staging(load_staging(cfg, conn, sources, result.run_id, s3))
+                check_set_aside(conn, result.staged, result.run_id, max_errors)
+                result.record_star(transform(cfg, conn, result.checks))
     result.steps["total"] = time.monotonic() - started
     return result
 
@@ -578,26 +578,27 @@ def days_to_load(args):
     """The days of --date, or of --from to --to (both included), in order; None: every log file."""
     day, first, last = (getattr(args, name, None) for name in ("date", "from_day", "to_day"))
     if day and (first or last):
-        raise UserError("--date and --from/--to cannot be used together: one day, or a range")
+        raise UserError("--date and --from/--to cannot be used together: one day, or a range", exit_code=2)
     if day:
         return [iso_day(day, "--date")]
     if not (first or last):
         return None
     if not (first and last):
-        raise UserError("--from and --to go together: --from 2018-11-01 --to 2018-11-07 loads those 7 days")
+        raise UserError("--from and --to go together: --from 2018-11-01 --to 2018-11-07 loads those 7 days", exit_code=2)
     first, last = iso_day(first, "--from"), iso_day(last, "--to")
     if first > last:
-        raise UserError(f"--from {first} is after --to {last}")
+        raise UserError(f"--from {first} is after --to {last}", exit_code=2)
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def iso_day(text, option):
+    """A YYYY-MM-DD argument as a date; a bad one exits 2, as argparse's own errors do."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        raise UserError(f"{option} must be a date as YYYY-MM-DD, not {text!r}", exit_code=2)
     try:
-        if len(text) != 10:
-            raise ValueError
         return date.fromisoformat(text)
-    except ValueError:
-        raise UserError(f"{option} must be a date as YYYY-MM-DD, not {text!r}")
+    except ValueError as e:  # 2018-11-31
+        raise UserError(f"{option} {text} is no day: {e}", exit_code=2)
 
 
 def non_negative(text):

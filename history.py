@@ -1,11 +1,12 @@
 """Run history: each etl.py run's row in etl_runs, written on a connection of its own (autocommit),
 outside the load's transaction, so that a rollback leaves it.
 
-A run is recorded once it has found its sources (a run stopped by its arguments or a missing
-source changed nothing and is not kept). A run that holds the ETL lock inserts its row as running; any other row still running then
-belongs to a run that ended without updating it (killed outright, its machine lost), since a
-live run would hold the lock: it is marked interrupted. At the end the row says succeeded, or
-failed with its one-line error (after the rollback), or interrupted (Ctrl-C)."""
+A run is recorded once it holds the ETL lock (a run stopped by its arguments, or before the
+tables exist, is not kept; one whose source or day is missing is, as failed). It inserts its
+row as running; any other row still running then belongs to a run that ended without updating
+it (killed outright, its machine lost), since a live run would hold the lock: it is marked
+interrupted. At the end the row says succeeded, or failed with its error (its lines joined into
+one, after the rollback), or interrupted (Ctrl-C)."""
 import contextlib
 import json
 import logging
@@ -87,5 +88,9 @@ def finish(cfg, result, status, error=None):
 
 
 def one_line(error):
-    first = (str(error).strip().splitlines() or [""])[0]
-    return first if isinstance(error, UserError) else f"{type(error).__name__}: {first}".rstrip(": ")
+    """A UserError whole, its lines joined (a bad-records error lists the first records after
+    its first line); any other error, its type and first line."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()] or [""]
+    if isinstance(error, UserError):
+        return " ".join(lines[:1] + ["; ".join(lines[1:])]).strip()
+    return f"{type(error).__name__}: {lines[0]}".rstrip(": ")

@@ -46,16 +46,18 @@ def write_table(out, columns, numeric, pages):
     from the first page and only grow: a wider value in a later page widens the column from
     that page on. Returns the number of rows."""
     widths = [len(c) for c in columns]
-    n = 0
+    n, headed = 0, False
     for page in pages:
         texts = [["" if v is None else v for v in row] for row in page]
         widths = [max([w] + [len(r[i]) for r in texts]) for i, w in enumerate(widths)]
-        if n == 0:
+        if not headed:  # once, with the first page's widths (an empty one's too)
             _header(out, columns, widths, numeric)
+            headed = True
         out.writelines(_line(r, widths, numeric) + "\n" for r in texts)
         n += len(page)
-    if n == 0:
+    if not headed:
         _header(out, columns, widths, numeric)
+    if n == 0:
         out.write("(no rows)\n")
     return n
 

@@ -196,6 +196,12 @@ def test_a_large_result_streams_in_bounded_memory(loaded, tmp_path, as_csv):
     assert peak - baseline < 20_000, (peak, baseline)  # KiB: the whole result would be hundreds of MB
 
 
+def test_an_empty_sql_says_so(loaded):
+    """--sql "" is a query with nothing in it, not no --sql (which ran the whole report)."""
+    out = run_script("analytics.py", "--config", str(loaded.path), "--sql", "")
+    assert (out.returncode, out.stdout, out.stderr.splitlines()) == (1, "", ["analytics.py: error: --sql is empty"])
+
+
 def test_the_report_as_csv_has_a_title_line_per_section(loaded):
     out = run_script("analytics.py", "--config", str(loaded.path), "--csv")
     assert out.returncode == 0, out.stderr

@@ -2,6 +2,7 @@
 ASCII when the output is not UTF-8, none with --no-chart), and in one self-contained HTML page
 (inline SVG, every value escaped) that a real browser (headless Chromium) renders."""
 import html.parser
+import io
 import re
 import shutil
 import struct
@@ -62,6 +63,14 @@ def test_plays_per_hour_is_a_bar_chart_as_wide_as_the_terminal(plays, columns):
     longest = found["0"][0]
     for label, (eighths, number) in found.items():  # each bar in proportion, to an eighth of a cell
         assert eighths == round(longest * number / 4), label
+
+
+@pytest.mark.parametrize("pages", [[], [[]], [[], []]])
+def test_no_rows_is_one_header_and_says_so(pages):
+    """An empty first page (analytics.py --runs of an empty history) wrote the header twice."""
+    out = io.StringIO()
+    assert output.write_table(out, ["run_id", "files"], [False, True], iter(pages)) == 0
+    assert out.getvalue().splitlines() == ["run_id  files", "------  -----", "(no rows)"]
 
 
 def test_plays_per_day_is_a_bar_chart(plays):

@@ -64,8 +64,9 @@ def test_a_day_without_a_log_file_is_one_clear_line_and_changes_nothing(warehous
     (["--date", "2018-11-05", "--from", "2018-11-01", "--to", "2018-11-07"],
      "--date and --from/--to cannot be used together: one day, or a range"),
     (["--date", "2018-11-5"], "--date must be a date as YYYY-MM-DD, not '2018-11-5'"),
-    (["--date", "2018-13-01"], "--date must be a date as YYYY-MM-DD, not '2018-13-01'"),
+    (["--date", "2018-13-01"], "--date 2018-13-01 is no day: month must be in 1..12"),
     (["--date", "yesterday"], "--date must be a date as YYYY-MM-DD, not 'yesterday'"),
+    (["--date", "2018-11-31"], "--date 2018-11-31 is no day: day is out of range for month"),
     (["--from", "2018-11-07", "--to", "2018-11-01"], "--from 2018-11-07 is after --to 2018-11-01"),
     (["--from", "2018-11-01"], "--from and --to go together: --from 2018-11-01 --to 2018-11-07 loads those 7 days"),
     (["--to", "2018-11-01"], "--from and --to go together: --from 2018-11-01 --to 2018-11-07 loads those 7 days"),
@@ -73,7 +74,7 @@ def test_a_day_without_a_log_file_is_one_clear_line_and_changes_nothing(warehous
 def test_wrong_dates_are_one_line_each(make_cfg, args, message):
     cfg = make_cfg()
     out = run_script("etl.py", "--config", str(cfg.path), *args)
-    assert (out.returncode, out.stdout, out.stderr.splitlines()) == (1, "", [f"etl.py: error: {message}"])
+    assert (out.returncode, out.stdout, out.stderr.splitlines()) == (2, "", [f"etl.py: error: {message}"])
 
 
 def test_the_date_pattern_is_configurable(make_cfg, tmp_path):

@@ -32,6 +32,15 @@ def test_readme_is_short():
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
+def test_help_says_the_scripts_first_paragraph_whole(script):
+    """Not its first line alone: setup_cluster.py's --help stopped at "an IAM role that can read"."""
+    out = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    doc = ast.get_docstring(ast.parse((ROOT / script).read_text()))
+    assert " ".join(doc.split("\n\n")[0].split()) in " ".join(out.split())
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_options_table_lists_exactly_the_scripts_options(script):
     row = re.search(rf"^\| `{re.escape(script)}` \|(.*)\|$", README, re.M)
     assert row, f"README's options table has no row for {script}"

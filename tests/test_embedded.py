@@ -118,6 +118,22 @@ def test_a_data_dir_that_is_a_file_is_one_line(tmp_path):
            "name a folder for the embedded database\n")
 
 
+def test_a_data_dir_holding_other_files_is_refused_and_left_as_it_was(tmp_path):
+    """initdb refuses a folder with files in it, but only after the package, run as root, had
+    made it its system user's (the bundled sample folder too, named by mistake)."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    owner = (folder.stat().st_uid, folder.stat().st_gid)
+    (tmp_path / "dwh.cfg").write_text(f"[LOCAL]\nDATA_DIR = {folder}\n")
+    out = run_script("create_tables.py", "--config", str(tmp_path / "dwh.cfg"), "--yes")
+    assert out.returncode == 1 and out.stderr.splitlines() == [
+        f"create_tables.py: error: [LOCAL] DATA_DIR {folder} holds other files and no database; "
+        "name a new or empty folder for the embedded database"]
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    assert (folder.stat().st_uid, folder.stat().st_gid) == owner
+
+
 def test_autovacuum_leaves_the_prepared_rows_alone(make_cfg):
     """The scratch tables live for one load, as staging does: autovacuum would only scan them
     (a 10M load saw it vacuum new_plays while the load ran)."""

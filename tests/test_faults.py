@@ -153,10 +153,11 @@ def test_process_killed_mid_staging_changes_nothing_and_rerun_completes(batches,
     assert star(c) == expected
 
 
-def test_ctrl_c_stops_promptly_with_130_and_changes_nothing(batches):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])  # SIGTERM: a service manager's stop
+def test_ctrl_c_stops_promptly_with_130_and_changes_nothing(batches, sig):
     a, b = batches
     before = star(b)
-    proc, err = stopped_at(b, "songplays", BLOCKED_MID_TRANSFORM, lambda proc, backend: proc.send_signal(signal.SIGINT))
+    proc, err = stopped_at(b, "songplays", BLOCKED_MID_TRANSFORM, lambda proc, backend: proc.send_signal(sig))
     assert proc.returncode == 130
     assert err.strip().splitlines()[-1] == "etl.py: interrupted; nothing was committed by the step that was running"
     assert "Traceback" not in err
@@ -204,7 +205,10 @@ def test_s3_access_denied_is_reported_before_anything_changes(warehouse, make_cf
         cfg = make_cfg(logs="s3://locked-bucket/log_data", name="s3.cfg")
         with pytest.raises(UserError, match=r"LOG_DATA: cannot list s3://locked-bucket/log_data: access denied"):
             etl.run_etl(cfg, s3=s3)
-    assert counts(warehouse) == before
+    after = counts(warehouse)
+    assert after == dict(before, etl_runs=before["etl_runs"] + 1)  # the failed run is kept, nothing else
+    assert query(warehouse, "SELECT status, error FROM etl_runs ORDER BY started_at DESC LIMIT 1") == [
+        ("failed", "[S3] LOG_DATA: cannot list s3://locked-bucket/log_data: access denied")]
 
 
 # --- Secrets and exposure ---------------------------------------------------------------------

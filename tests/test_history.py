@@ -50,6 +50,17 @@ def test_a_run_over_the_error_limit_is_failed_with_its_error_and_changes_nothing
     assert ok[0] == "succeeded"
     assert failed[0] == "failed" and (failed[3], failed[5]) == (72, 1) and failed[9]
     assert failed[8].startswith("1 bad records, more than the 0 allowed (--max-errors); no star table was changed.")
+    # the whole error, which names the record (before, the first line ended at "First 1:")
+    assert f"First 1: {logs / 'a.json'}:" in failed[8] and ": invalid JSON" in failed[8], failed[8]
+
+
+def test_a_run_whose_day_has_no_log_file_is_kept_failed(warehouse):
+    """A daily load whose file is missing is the run its history should show."""
+    out = run_script("etl.py", "--config", str(warehouse.path), "--date", "2018-12-01")
+    assert out.returncode == 1
+    [failed] = runs(warehouse)
+    assert failed[:3] == ("failed", "2018-12-01", "2018-12-01")
+    assert failed[8].startswith("[S3] LOG_DATA: no log file for 2018-12-01") and failed[9]
 
 
 def test_ctrl_c_is_recorded_interrupted_and_changes_nothing(batches):

@@ -66,9 +66,9 @@ class Serving:
     def psql_lines(self):
         return [line.strip() for line in self.lines if line.startswith("  psql ")]
 
-    def stop(self):
-        """Ctrl-C; (exit code, the rest of stdout, stderr)."""
-        self.process.send_signal(signal.SIGINT)
+    def stop(self, sig=signal.SIGINT):
+        """Ctrl-C (or another signal); (exit code, the rest of stdout, stderr)."""
+        self.process.send_signal(sig)
         try:
             out, err = self.process.communicate(timeout=120)
         finally:
@@ -125,6 +125,15 @@ def test_psql_reads_the_served_warehouse_over_its_socket_until_ctrl_c(sample):
     assert (code, out, err) == (0, "stopped serving\n", "")
     assert gone(pid) and not (data_dir / "postmaster.pid").exists()
     assert json.loads((data_dir / ".handle_pids.json").read_text()) == []
+
+
+def test_sigterm_stops_serving_as_ctrl_c_does(sample):
+    """A service manager's stop: before, the script ended at once and left the server running."""
+    cfg, data_dir = sample
+    serving = Serving(cfg)
+    pid = server_pid(data_dir)
+    assert serving.stop(signal.SIGTERM) == (0, "stopped serving\n", "")
+    assert gone(pid) and not (data_dir / "postmaster.pid").exists()
 
 
 def test_over_tcp_only_the_reader_with_the_session_password_may_read(sample):

@@ -96,7 +96,9 @@ def wait_for(redshift, waiter_name, identifier, poll_seconds, timeout=3600):
             waiter.wait(ClusterIdentifier=identifier, WaiterConfig={"Delay": 0, "MaxAttempts": 1})
             return True, "done"
         except WaiterError as e:
-            if "terminal failure" in str(e):
+            # Its one attempt found the state still pending ("Max attempts exceeded"); anything else
+            # is a failure state, or an error no acceptor expects (AccessDenied, expired credentials)
+            if "Max attempts exceeded" not in str(e):
                 raise UserError(f"cluster {identifier}: {str(e).splitlines()[0]}")
             return False, (e.last_response or {}).get("Clusters", [{}])[0].get("ClusterStatus", "pending")
     poll(f"cluster {identifier}", check, poll_seconds, timeout)

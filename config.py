@@ -110,6 +110,13 @@ class Config:
             if group in groups:
                 raise UserError(message)
 
+    @property
+    def serverless(self):
+        """Redshift Serverless: its endpoint says so, or [DWH] DWH_CLUSTER_TYPE does (a private
+        workgroup reached through a tunnel, or by a name of one's own)."""
+        return self.engine == "redshift" and ("redshift-serverless" in self.host
+                                              or self.cluster.cluster_type == "serverless")
+
     def secrets(self):
         return tuple(s for s in (self.db_password, self.reader_password, self.aws_secret) if s)
 

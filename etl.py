@@ -412,7 +412,7 @@ def load_staging_redshift(cfg, conn, run_id, max_errors, sources, copies):
     Redshift's load-error table (by the COPY's query id) into load_errors and counted. More
     than max_errors in all: everything is rolled back.
     """
-    kind = "serverless" if "redshift-serverless" in cfg.host else "provisioned"
+    kind = "serverless" if cfg.serverless else "provisioned"
     results = {source: staging.StagingResult(source, files=len(found.files), location=getattr(cfg, source))
                for source, found in sources.items()}
     copy_ids = []

@@ -82,9 +82,17 @@ def finish(cfg, result, status, error=None):
             "checks_passed": n["pass"] if result.checks else None,
             "checks_warned": n["warn"] if result.checks else None,
             "checks_failed": n["fail"] if result.checks else None,
-            "error": error[:1024] if error else None,
+            "error": clip(error, ERROR_BYTES) if error else None,
             "sources": json.dumps(sources), "star_changes": json.dumps(changes),
             "warnings": json.dumps([o.describe() for o in result.checks if o.status == "warn"])})
+
+
+ERROR_BYTES = 1024  # etl_runs.error is VARCHAR(1024): on Redshift, bytes ("Character types")
+
+
+def clip(text, limit):
+    """text cut to at most limit bytes of UTF-8, never inside a character."""
+    return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
 
 
 def one_line(error):

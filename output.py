@@ -13,6 +13,7 @@ import html
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import psycopg2.extensions
@@ -30,13 +31,23 @@ def keep_server_text(conn):
         psycopg2.extensions.register_type(as_text, conn)
 
 
+# Before Python 3.13 the csv module did not quote a field holding a carriage return when the
+# line ends in \n alone: read back, the \r ended the row. Such a row is written all quoted.
+CR_UNQUOTED = sys.version_info < (3, 13)
+
+
 def write_csv(out, columns, pages):
     """A header row, then every row; NULL as an empty field. Returns the number of rows."""
     w = csv.writer(out, lineterminator="\n")
+    quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     w.writerow(columns)
     n = 0
     for page in pages:
-        w.writerows(page)
+        if CR_UNQUOTED and any(v is not None and "\r" in v for row in page for v in row):
+            for row in page:
+                (quoted if any(v is not None and "\r" in v for v in row) else w).writerow(row)
+        else:
+            w.writerows(page)
         n += len(page)
     return n
 

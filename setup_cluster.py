@@ -28,10 +28,11 @@ TRUST_POLICY = {
 }
 # Node types AWS accepts for new clusters (docs/redshift.md and tests/aws_rules.py name the sources).
 NODE_TYPES = ("ra3.large", "ra3.xlplus", "ra3.4xlarge", "ra3.16xlarge")
+MIN_MULTI_NODE = 2  # RA3 multi-node clusters start at 2 nodes (docs/redshift.md)
 RETIRED_NODE_FAMILIES = ("dc1.", "dc2.", "ds1.", "ds2.")
 CLUSTER_TYPES = ("multi-node", "single-node", "serverless")
 SERVERLESS_NAME = re.compile(r"^[a-z0-9-]{3,64}$")
-SERVERLESS_PORTS = (range(5431, 5456), range(8191, 8216))
+PORTS = (range(5431, 5456), range(8191, 8216))  # a workgroup's, and an RA3 cluster's (CreateCluster, Port)
 
 
 # --- Checking the whole configuration before any AWS call ---------------------------------------
@@ -74,8 +75,12 @@ def check_serverless(c):
             or (512 < c.base_rpu <= 1024 and c.base_rpu % 32 == 0)):
         raise UserError(f"[DWH] DWH_BASE_RPU must be 4, a multiple of 8 up to 512, or a multiple of 32 "
                         f"up to 1024, not {c.base_rpu}")
-    if not any(c.port in ports for ports in SERVERLESS_PORTS):
-        raise UserError(f"[DWH] DWH_PORT {c.port} is not a Redshift Serverless port (5431-5455 or 8191-8215)")
+
+
+def check_port(c):
+    if not any(c.port in ports for ports in PORTS):
+        what = "Redshift Serverless" if c.cluster_type == "serverless" else f"{c.node_type} cluster"
+        raise UserError(f"[DWH] DWH_PORT {c.port} is not a {what} port (5431-5455 or 8191-8215)")
 
 
 def data_uris(cfg):
@@ -102,6 +107,10 @@ def validate(cfg, allow_anywhere=False):
         check_serverless(c)
     else:
         check_node_type(c.node_type)
+        if c.cluster_type == "multi-node" and c.num_nodes < MIN_MULTI_NODE:
+            raise UserError(f"[DWH] DWH_NUM_NODES must be at least {MIN_MULTI_NODE} for a multi-node cluster, "
+                            f"not {c.num_nodes} (one node: DWH_CLUSTER_TYPE=single-node)")
+    check_port(c)
     if aws_session(cfg).region_name is None:
         raise UserError("no AWS region: set [AWS] REGION in dwh.cfg (or AWS_DEFAULT_REGION)")
     return cidr
@@ -204,6 +213,8 @@ def ensure_cluster(redshift, cfg, role_arn):
                   Port=c.port, IamRoles=[role_arn], Encrypted=True, PubliclyAccessible=c.publicly_accessible)
     if c.cluster_type == "multi-node":
         params["NumberOfNodes"] = c.num_nodes
+    if c.security_group_id:  # else "the default VPC security group is associated" (CreateCluster)
+        params["VpcSecurityGroupIds"] = [c.security_group_id]
     with aws_errors(f"creating cluster {c.identifier}"):
         try:
             cluster = redshift.create_cluster(**params)["Cluster"]

@@ -41,8 +41,8 @@ DIALECT = {
         # the catalogue's sizes for the plays' join (the server stops between runs: autovacuum
         # may never see song_keys), so it hashes the catalogue, not the batch's plays
         "analyze_keys": "ANALYZE new_keys, song_keys",
-        # ts (epoch milliseconds) as a UTC timestamp, milliseconds kept: one exact product
-        # (whole microseconds, in a double, for any date within 285 years of 1970)
+        # ts (epoch milliseconds) as a UTC timestamp, milliseconds kept: one exact product (whole
+        # microseconds, in a double) for every ts staging takes (TS_LIMIT)
         "event_time": "TIMESTAMP 'epoch' + ts * INTERVAL '1 millisecond'",
         # the batch's distinct play times by a sort (EXPLAIN: Sort then Unique; plain DISTINCT was a
         # HashAggregate): 811k distinct keys hash slower than they sort (new_times 2.5 -> 2.1 CPU-s
@@ -118,6 +118,15 @@ SONG_FIELDS = (  # JSON keys equal column names, so Redshift's FORMAT AS JSON 'a
 )
 
 STAGING_FIELDS = {"staging_events": EVENT_FIELDS, "staging_songs": SONG_FIELDS}
+
+# The ts an event's time can be made from exactly: PostgreSQL multiplies ts by the interval's
+# 1,000 microseconds in double precision, exact while 125 * |ts| is below 2^53 (the rest is a
+# power of 2), up to the year 4253; and from the year 1 on, as Python's dates (the checks and
+# analytics.py read times as dates). Further out (a time in microseconds, say) the milliseconds
+# were rounded, or the time overflowed and stopped the load; now it is a bad record.
+TS_FIRST, TS_LAST = -62135596800000, 2**53 // 125  # 0001-01-01 00:00:00.000, 4253-05-31 22:20:37.927
+BOUNDED = {"ts": (TS_FIRST, TS_LAST, "not a time from the year 1 to 4253 in epoch milliseconds")}  # JSON
+# key -> the values staging takes, and why another is set aside
 
 
 def is_text(sql_type):
@@ -370,7 +379,7 @@ def _cast(table, sources, where):
     """
     fields = STAGING_FIELDS[table]
     cols = ", ".join(c for c, _, _, _ in fields)
-    exprs = ", ".join(_field_value("r", k, t) + ("" if is_text(t) else f"::{t}") for _, k, t, _ in fields)
+    exprs = ", ".join(_bounded(k, _field_value("r", k, t) + ("" if is_text(t) else f"::{t}")) for _, k, t, _ in fields)
     # Text fields are read straight into their VARCHAR type (one input call that also checks
     # the length); other fields as text, so that an empty string can become NULL.
     record = ", ".join(f'"{k}" {t if is_text(t) else "TEXT"}' for _, k, t, _ in fields)
@@ -378,6 +387,12 @@ def _cast(table, sources, where):
             f"SELECT {exprs}\n"
             f"FROM {sources},\n     json_to_record(x.line::json) AS r({record})\n"
             f"WHERE {where}")
+
+
+def _bounded(key, value):
+    """A bounded field's value, or NULL past its bound: its NOT NULL then fails the cast, and
+    staging_rejects() says why."""
+    return f"CASE WHEN {value} BETWEEN {BOUNDED[key][0]} AND {BOUNDED[key][1]} THEN {value} END" if key in BOUNDED else value
 
 
 def staging_cast(table, raw):
@@ -414,23 +429,35 @@ TOO_DEEP = f"length(x.line) - length(translate(x.line, '[{{', '')) > {JSON_BRACK
 
 
 def staging_rejects(table, raw):
-    """Every record staging_cast() would fail on, with the first reason it fails."""
+    """Every record staging_cast() would fail on, with the first reason it fails. Its fields are
+    read as the cast reads them, by json_to_record, as written (through jsonb 1.5e12 would read
+    as a whole number, which the cast refuses), each as text, then checked against its type;
+    jsonb says whether the record is JSON at all."""
     checks = [f"WHEN {TOO_DEEP} THEN 'more than {JSON_BRACKETS_MAX} [ and {{: nested too deeply to parse'",
-              "WHEN p.j IS NULL THEN 'invalid JSON: ' || (pg_input_error_info(x.line, 'jsonb')).message",
-              "WHEN jsonb_typeof(p.j) <> 'object' THEN 'not a JSON object but ' || jsonb_typeof(p.j)"]
+              "WHEN p.jb IS NULL THEN 'invalid JSON: ' || (pg_input_error_info(x.line, 'jsonb')).message",
+              "WHEN jsonb_typeof(p.jb) <> 'object' THEN 'not a JSON object but ' || jsonb_typeof(p.jb)"]
     for _, key, sql_type, required in STAGING_FIELDS[table]:
-        value = _field_value("p.j", key, sql_type)
+        value = _field_value("r", key, sql_type)
         if required:
             checks.append(f"WHEN {value} IS NULL THEN 'missing required field \"{key}\"'")
         checks.append(f"WHEN NOT pg_input_is_valid({value}, '{sql_type}') THEN "
                       f"'field \"{key}\": ' || (pg_input_error_info({value}, '{sql_type}')).message")
+        if key in BOUNDED:
+            first, last, why = BOUNDED[key]
+            checks.append(f"WHEN ({value})::numeric NOT BETWEEN {first} AND {last} THEN 'field \"{key}\": {why}'")
     cases = "\n             ".join(checks)
+    as_text = ", ".join(f'"{key}" TEXT' for _, key, _, _ in STAGING_FIELDS[table])
+    # OFFSET 0: parsed once a record; a subquery PostgreSQL merges has its expression copied into
+    # every use, and each branch above parsed the record again (one bad line: its file 55x slower)
     return (f"INSERT INTO {raw}_rejects (id, reason)\n"
             f"SELECT id, reason FROM (\n"
             f"    SELECT x.id, CASE\n             {cases}\n           END AS reason\n"
             f"    FROM {raw} x CROSS JOIN LATERAL\n"
-            f"         (SELECT CASE WHEN {TOO_DEEP} THEN NULL\n"
-            f"                      WHEN pg_input_is_valid(x.line, 'jsonb') THEN x.line::jsonb END AS j) p\n"
+            f"         (SELECT jb, CASE WHEN jsonb_typeof(jb) = 'object' THEN x.line::json END AS j\n"
+            f"          FROM (SELECT CASE WHEN {TOO_DEEP} THEN NULL\n"
+            f"                            WHEN pg_input_is_valid(x.line, 'jsonb') THEN x.line::jsonb END AS jb\n"
+            f"                OFFSET 0) v OFFSET 0) p,\n"
+            f"         json_to_record(p.j) AS r({as_text})\n"
             f"    WHERE {NOT_BLANK}\n"
             f") c WHERE reason IS NOT NULL")
 

@@ -32,6 +32,13 @@ SMALLEST_NODE_TYPE = "ra3.large"  # smallest RA3 size (large < xlplus < 4xlarge 
 CLUSTER_TYPES = frozenset({"multi-node", "single-node"})
 MIN_MULTI_NODE_RA3 = 2
 
+# CreateCluster Port. Source: API Reference, CreateCluster, Port, "Valid Values: For clusters with
+# ra3 nodes - Select a port within the ranges 5431-5455 or 8191-8215. [...] For clusters with dc2
+# nodes - Select a port within the range 1150-65535." (as mirrored in
+# https://docs.aws.amazon.com/sdk-for-kotlin/api/latest/redshift/aws.sdk.kotlin.services.redshift.model/-create-cluster-request/port.html).
+# Every node type a new cluster may have is RA3.
+RA3_PORT_RANGES = (range(5431, 5456), range(8191, 8216))
+
 # Pause/resume: PauseCluster/ResumeCluster take only ClusterIdentifier (botocore's service model);
 # a paused cluster reports ClusterStatus "paused" ("Amazon Redshift clusters", Cluster status).
 PAUSED_STATUS = "paused"

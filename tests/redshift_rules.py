@@ -165,3 +165,17 @@ def copy_reads_gzip(statement):
     """Whether a COPY reads its files as gzip: the GZIP option given (outside its quoted values),
     whatever the file names."""
     return "GZIP" in re.sub(r"'[^']*'", "''", statement).upper().split()
+
+
+# --- Text columns hold bytes ----------------------------------------------------------------
+# "Character types", https://docs.aws.amazon.com/redshift/latest/dg/r_Character_types.html:
+CHARACTER_TYPES_SOURCE = "https://docs.aws.amazon.com/redshift/latest/dg/r_Character_types.html"
+VARCHAR_IN_BYTES = ("CHAR and VARCHAR data types are defined in terms of bytes, not characters. [...] "
+                    "For example, a VARCHAR(12) column can contain 12 single-byte characters, 6 two-byte "
+                    "characters, 4 three-byte characters, or 3 four-byte characters.")
+
+
+def fits_varchar(text, n):
+    """Whether Redshift's VARCHAR(n) holds text: n bytes of UTF-8 (PostgreSQL's: n characters)."""
+    return len(text.encode("utf-8")) <= n
+

@@ -168,6 +168,16 @@ def test_csv_is_exact(loaded):
         "1 day 02:00:00", "2018-11-30 00:22:07.796", "", "{1,2}"]
 
 
+def test_csv_keeps_a_carriage_return_inside_its_field(loaded):
+    """Python before 3.13 wrote a\\rb unquoted, which a CSV reader reads back as two rows."""
+    out = subprocess.run([sys.executable, str(ROOT / "analytics.py"), "--config", str(loaded.path), "--csv",
+                          "--sql", "SELECT E'a\\rb' AS x, 2 AS y UNION ALL SELECT 'c', 3"],
+                         capture_output=True, cwd=ROOT, timeout=120)  # bytes: text mode would read \r as \n
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.reader(io.StringIO(out.stdout.decode(), newline="")))
+    assert rows == [["x", "y"], ["a\rb", "2"], ["c", "3"]]
+
+
 def rss_of_analytics(cfg, out_path, *args):
     """Peak memory (KiB) of analytics.py run with args, its output written to out_path."""
     code = ("import atexit, resource, runpy, sys\n"

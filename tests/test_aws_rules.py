@@ -40,6 +40,11 @@ def test_retired_node_types_are_refused_naming_ra3_large(node_type):
     assert len(str(e.value).splitlines()) == 1 and "DWH_NODE_TYPE=ra3.large" in str(e.value)
 
 
+def test_ports_and_node_counts_are_the_documented_ones():
+    assert setup_cluster.PORTS == rules.RA3_PORT_RANGES == rules.SERVERLESS_PORT_RANGES
+    assert setup_cluster.MIN_MULTI_NODE == rules.MIN_MULTI_NODE_RA3
+
+
 def test_defaults_are_the_smallest_configuration_aws_accepts():
     d = config.Cluster()
     assert (d.node_type, d.cluster_type, d.num_nodes) == (rules.SMALLEST_NODE_TYPE, "multi-node",

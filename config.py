@@ -195,9 +195,10 @@ def _ini_error(e):
 
 
 def _key_of(line):
-    """'key HOST' for a line HOST = ..., else 'this line': a key is no secret, a value may be."""
-    key, sep, _ = line.partition("=") if "=" in line else line.partition(":")
-    return f"key {key.strip()!r}" if sep and key.strip() else "this line"
+    """'key HOST' for a line HOST = ..., else 'this line': a key is no secret, a value may be
+    (in DB_PASSWORD Sup3r=Secret, what comes before the = is not a key)."""
+    key = re.match(r"\s*([A-Za-z0-9_.-]+)\s*[=:]", line)
+    return f"key {key.group(1)!r}" if key else "this line"
 
 
 def unquote(value):

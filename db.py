@@ -40,10 +40,10 @@ def embedded_uri(data_dir):
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise UserError(f"[LOCAL] DATA_DIR {data_dir} is a file; name a folder for the embedded database")
-    if _holds_other_files(data_dir):
-        raise UserError(f"[LOCAL] DATA_DIR {data_dir} holds other files and no database; "
-                        "name a new or empty folder for the embedded database")
     try:
+        if _holds_other_files(data_dir):
+            raise UserError(f"[LOCAL] DATA_DIR {data_dir} holds other files and no database; "
+                            "name a new or empty folder for the embedded database")
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         _forget_dead_handles(data_dir)
         created = not (data_dir / "PG_VERSION").exists()

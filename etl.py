@@ -79,6 +79,9 @@ def find_sources(cfg, s3=None, days=None):
     return sources, s3
 
 
+STOPPED = (KeyboardInterrupt, psycopg2.errors.QueryCanceled)  # how a source stopped by another ends
+
+
 def load_staging(cfg, conn, sources, run_id, s3=None):
     """Empty the staging tables and stream every source into them; return StagingResults."""
     with conn.cursor() as cur:
@@ -95,9 +98,13 @@ def load_staging(cfg, conn, sources, run_id, s3=None):
                    for source, found in sources.items()]
         try:
             wait(futures, return_when=FIRST_EXCEPTION)
-            errors = [f.exception() for f in futures if f.done() and f.exception()]
-            if errors:  # the failure, rather than the other source's stop (a KeyboardInterrupt)
-                raise next((e for e in errors if not isinstance(e, KeyboardInterrupt)), errors[0])
+            if any(f.done() and f.exception() for f in futures):
+                cancel.set()
+                wait(futures)  # the other stops at its next chunk
+                errors = [f.exception() for f in futures if f.exception()]
+                # the failure, not the other source's stop (seen first if the failing one was
+                # still closing its connections): Ctrl-C's, or its COPY's, cancelled
+                raise next((e for e in errors if not isinstance(e, STOPPED)), errors[0])
         except BaseException:
             cancel.set()
             raise

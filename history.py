@@ -6,7 +6,7 @@ tables exist, is not kept; one whose source or day is missing is, as failed). It
 row as running; any other row still running then belongs to a run that ended without updating
 it (killed outright, its machine lost), since a live run would hold the lock: it is marked
 interrupted. At the end the row says succeeded, or failed with its error (its lines joined into
-one, after the rollback), or interrupted (Ctrl-C)."""
+one, after the rollback), or interrupted (Ctrl-C, or SIGTERM)."""
 import contextlib
 import json
 import logging
@@ -40,7 +40,8 @@ def recorded(cfg, result, conn):
             conn.rollback()
         status = "interrupted" if cli.INTERRUPTED.is_set() or isinstance(e, KeyboardInterrupt) else "failed"
         try:
-            finish(cfg, result, status, "interrupted (Ctrl-C)" if status == "interrupted" else mask_secrets(one_line(e), cfg))
+            finish(cfg, result, status, f"interrupted ({cli.STOPPED_BY[0]})" if status == "interrupted"
+                   else mask_secrets(one_line(e), cfg))
         except (psycopg2.Error, UserError) as not_recorded:  # the error that stopped the run comes first
             log.debug("the run's end was not recorded in etl_runs: %s", not_recorded)
         raise

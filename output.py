@@ -32,20 +32,25 @@ def keep_server_text(conn):
 
 
 # Before Python 3.13 the csv module did not quote a field holding a carriage return when the
-# line ends in \n alone: read back, the \r ended the row. Such a row is written all quoted.
+# line ends in \n alone: read back, the \r ended the row. Such a field is quoted here.
 CR_UNQUOTED = sys.version_info < (3, 13)
+
+
+def _csv_field(value):
+    """A field as csv.writer writes it (minimal quoting), a carriage return quoted too."""
+    if value is None:
+        return ""
+    return f'"{value.replace(chr(34), chr(34) * 2)}"' if any(c in value for c in ',"\r\n') else value
 
 
 def write_csv(out, columns, pages):
     """A header row, then every row; NULL as an empty field. Returns the number of rows."""
     w = csv.writer(out, lineterminator="\n")
-    quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     w.writerow(columns)
     n = 0
     for page in pages:
         if CR_UNQUOTED and any(v is not None and "\r" in v for row in page for v in row):
-            for row in page:
-                (quoted if any(v is not None and "\r" in v for v in row) else w).writerow(row)
+            out.writelines(",".join(map(_csv_field, row)) + "\n" for row in page)
         else:
             w.writerows(page)
         n += len(page)

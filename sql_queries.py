@@ -42,7 +42,7 @@ DIALECT = {
         # may never see song_keys), so it hashes the catalogue, not the batch's plays
         "analyze_keys": "ANALYZE new_keys, song_keys",
         # ts (epoch milliseconds) as a UTC timestamp, milliseconds kept: one exact product (whole
-        # microseconds, in a double) for every ts staging takes (TS_LIMIT)
+        # microseconds, in a double) for every ts staging takes (TS_FIRST to TS_LAST)
         "event_time": "TIMESTAMP 'epoch' + ts * INTERVAL '1 millisecond'",
         # the batch's distinct play times by a sort (EXPLAIN: Sort then Unique; plain DISTINCT was a
         # HashAggregate): 811k distinct keys hash slower than they sort (new_times 2.5 -> 2.1 CPU-s
@@ -421,10 +421,11 @@ def server_read_cast(table):
     return _cast(table, f"{files},\n     {SERVER_LINES[table]}", "x.line <> ''")
 
 
-# A record nested deeper than PostgreSQL's stack allows stops its JSON parser with a hard error
-# (stack depth limit exceeded), which pg_input_is_valid cannot catch: a record with more [ and {
-# than this is set aside before it is parsed (depth is at most their count; no log record comes close).
-JSON_BRACKETS_MAX = 1000
+# A record nested deeper than PostgreSQL's stack allows (with its default 2MB, about 16,000 deep)
+# stops its JSON parser with a hard error (stack depth limit exceeded), which pg_input_is_valid
+# cannot catch: a record with more [ and { than this is set aside before the checks parse it
+# (its depth is at most their count; no log record comes close).
+JSON_BRACKETS_MAX = 10_000
 TOO_DEEP = f"length(x.line) - length(translate(x.line, '[{{', '')) > {JSON_BRACKETS_MAX}"
 
 
@@ -433,7 +434,7 @@ def staging_rejects(table, raw):
     read as the cast reads them, by json_to_record, as written (through jsonb 1.5e12 would read
     as a whole number, which the cast refuses), each as text, then checked against its type;
     jsonb says whether the record is JSON at all."""
-    checks = [f"WHEN {TOO_DEEP} THEN 'more than {JSON_BRACKETS_MAX} [ and {{: nested too deeply to parse'",
+    checks = [f"WHEN {TOO_DEEP} THEN 'more than {JSON_BRACKETS_MAX:,} [ and {{: too many to parse safely'",
               "WHEN p.jb IS NULL THEN 'invalid JSON: ' || (pg_input_error_info(x.line, 'jsonb')).message",
               "WHEN jsonb_typeof(p.jb) <> 'object' THEN 'not a JSON object but ' || jsonb_typeof(p.jb)"]
     for _, key, sql_type, required in STAGING_FIELDS[table]:

@@ -171,11 +171,12 @@ def test_csv_is_exact(loaded):
 def test_csv_keeps_a_carriage_return_inside_its_field(loaded):
     """Python before 3.13 wrote a\\rb unquoted, which a CSV reader reads back as two rows."""
     out = subprocess.run([sys.executable, str(ROOT / "analytics.py"), "--config", str(loaded.path), "--csv",
-                          "--sql", "SELECT E'a\\rb' AS x, 2 AS y UNION ALL SELECT 'c', 3"],
+                          "--sql", "SELECT E'a\\rb' AS x, 2 AS y, NULL AS z UNION ALL SELECT 'c', 3, 'd'"],
                          capture_output=True, cwd=ROOT, timeout=120)  # bytes: text mode would read \r as \n
     assert out.returncode == 0, out.stderr
+    assert out.stdout.decode() == 'x,y,z\n"a\rb",2,\nc,3,d\n'  # NULL still an empty field, not ""
     rows = list(csv.reader(io.StringIO(out.stdout.decode(), newline="")))
-    assert rows == [["x", "y"], ["a\rb", "2"], ["c", "3"]]
+    assert rows == [["x", "y", "z"], ["a\rb", "2", ""], ["c", "3", "d"]]
 
 
 def rss_of_analytics(cfg, out_path, *args):

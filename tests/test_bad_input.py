@@ -54,7 +54,7 @@ EVENT_CASES = {
                                r'^field "ts": not a time from the year 1 to 4253 in epoch milliseconds$'),
     # deeper than PostgreSQL's stack: its parser stops the whole statement (stack depth limit exceeded)
     "JSON nested 20,000 deep": (json.dumps(event(itemInSession=1))[:-1] + ', "x": ' + "[" * 20000 + "]" * 20000 + "}",
-                                r"^more than 1000 \[ and \{: nested too deeply to parse$"),
+                                r"^more than 10,000 \[ and \{: too many to parse safely$"),
 }
 
 
@@ -70,6 +70,18 @@ def test_bad_event_is_set_aside_with_file_line_and_reason(make_cfg, tmp_path, ki
     assert query(cfg, "SELECT item_in_session FROM songplays ORDER BY 1") == [(0,), (2,)]
     events = next(r for r in result.staged if r.source == "log_data")
     assert (events.loaded, events.rejected) == (2, 1)
+
+
+def test_brackets_in_a_string_beside_a_bad_line_are_no_reason(make_cfg, tmp_path):
+    """The checks' guard counts [ and {: at 1,000 it set aside a good record with 2,000 of them in
+    a string (loaded when its file had no bad line)."""
+    write_events(tmp_path / "logs" / "day.json", [event(itemInSession=5, note="[{" * 1000), b"not json"])
+    write_song(tmp_path / "songs" / "s.json", song())
+    cfg = make_cfg(songs=tmp_path / "songs", logs=tmp_path / "logs", max_errors=1)
+    reset(cfg)
+    etl.run_etl(cfg)
+    assert query(cfg, "SELECT item_in_session FROM songplays") == [(5,)]
+    assert query(cfg, "SELECT line_no FROM load_errors") == [(2,)]
 
 
 def test_the_farthest_times_staging_takes_keep_their_milliseconds(make_cfg, tmp_path):
@@ -101,7 +113,7 @@ SONG_CASES = {
     "a year written with an exponent": (json.dumps(song()).replace('"year": 2000', '"year": 2e3').encode(),
                                         r'^field "year": invalid input syntax for type integer: "2e3"$'),
     "JSON nested 20,000 deep": (b'{"song_id": "SO9", "x": ' + b"[" * 20000 + b"]" * 20000 + b"}",
-                                r"^more than 1000 \[ and \{: nested too deeply to parse$"),
+                                r"^more than 10,000 \[ and \{: too many to parse safely$"),
 }
 
 

@@ -248,6 +248,7 @@ def test_verbose_output_never_shows_the_password(aws, tmp_path, capsys):
         assert cli.run(setup_cluster.main, p, ["--config", str(path), "-v", "--poll-seconds", "0"]) == 0
         out, err = capsys.readouterr()
         assert "dwhCluster" in err and "Passw0rd" not in out + err
+        assert logging.getLogger("botocore").getEffectiveLevel() > logging.DEBUG  # no request bodies
         logging.getLogger("sparkify").info("the password is %s", "Passw0rdX")  # a message that quotes it
         assert "the password is ***" in capsys.readouterr().err
     finally:  # the -v logging wrote to this test's captured stderr, gone after it

@@ -80,14 +80,15 @@ def test_a_long_error_is_kept_within_its_column_on_redshift_too(warehouse, monke
     assert redshift_rules.fits_varchar(failed[8], width) and not redshift_rules.fits_varchar(failed[8] + "é", width)
 
 
-def test_ctrl_c_is_recorded_interrupted_and_changes_nothing(batches):
+@pytest.mark.parametrize("sig, said", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+def test_ctrl_c_is_recorded_interrupted_and_changes_nothing(batches, sig, said):
     a, b = batches
     before = star(b)
-    proc, err = stopped_at(b, "songplays", BLOCKED_MID_TRANSFORM, lambda proc, backend: proc.send_signal(signal.SIGINT))
+    proc, err = stopped_at(b, "songplays", BLOCKED_MID_TRANSFORM, lambda proc, backend: proc.send_signal(sig))
     assert proc.returncode == 130, err
     assert star(b) == before
     assert [r[0] for r in runs(b)] == ["succeeded", "interrupted"]
-    assert runs(b)[1][8:] == ("interrupted (Ctrl-C)", True)  # and said when it ended
+    assert runs(b)[1][8:] == (f"interrupted ({said})", True)  # and said when it ended
 
 
 def test_a_run_killed_outright_is_marked_interrupted_by_the_next(batches):

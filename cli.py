@@ -18,7 +18,7 @@ from errors import UserError, mask_secrets
 
 log = logging.getLogger("sparkify")
 INTERRUPTED = threading.Event()  # set on Ctrl-C: work whose normal end is Ctrl-C waits on it (--serve)
-STOPPED_BY = ["Ctrl-C"]  # what interrupted the script: Ctrl-C, or SIGTERM (_as_ctrl_c)
+STOPPED_BY = "Ctrl-C"  # what interrupted the script: Ctrl-C, or SIGTERM (_as_ctrl_c)
 
 
 def parser(description):
@@ -101,7 +101,8 @@ def _as_ctrl_c(signum, frame):
     """SIGTERM (a service manager, kill) ends a script as Ctrl-C does: its queries cancelled, its
     transaction rolled back, and the embedded server stopped if it was the last to use it (by
     default SIGTERM ended the process at once: --serve left the server running)."""
-    STOPPED_BY[0] = "SIGTERM"
+    global STOPPED_BY
+    STOPPED_BY = "SIGTERM"
     raise KeyboardInterrupt
 
 

@@ -40,7 +40,7 @@ def recorded(cfg, result, conn):
             conn.rollback()
         status = "interrupted" if cli.INTERRUPTED.is_set() or isinstance(e, KeyboardInterrupt) else "failed"
         try:
-            finish(cfg, result, status, f"interrupted ({cli.STOPPED_BY[0]})" if status == "interrupted"
+            finish(cfg, result, status, f"interrupted ({cli.STOPPED_BY})" if status == "interrupted"
                    else mask_secrets(one_line(e), cfg))
         except (psycopg2.Error, UserError) as not_recorded:  # the error that stopped the run comes first
             log.debug("the run's end was not recorded in etl_runs: %s", not_recorded)
@@ -99,7 +99,7 @@ def clip(text, limit):
 def one_line(error):
     """A UserError whole, its lines joined (a bad-records error lists the first records after
     its first line); any other error, its type and first line."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()] or [""]
+    first, *rest = [line.strip() for line in str(error).strip().splitlines() if line.strip()] or [""]
     if isinstance(error, UserError):
-        return " ".join(lines[:1] + ["; ".join(lines[1:])]).strip()
-    return f"{type(error).__name__}: {lines[0]}".rstrip(": ")
+        return " ".join([first] + ["; ".join(rest)] * bool(rest))
+    return f"{type(error).__name__}: {first}".rstrip(": ")

@@ -32,6 +32,11 @@ SMALLEST_NODE_TYPE = "ra3.large"  # smallest RA3 size (large < xlplus < 4xlarge 
 CLUSTER_TYPES = frozenset({"multi-node", "single-node"})
 MIN_MULTI_NODE_RA3 = 2
 
+# CreateCluster VpcSecurityGroupIds (as mirrored in
+# https://docs.aws.amazon.com/sdk-for-kotlin/api/latest/redshift/aws.sdk.kotlin.services.redshift.model/-create-cluster-request/vpc-security-group-ids.html):
+# a group the cluster should have is named when it is created, or the ingress rule guards another.
+VPC_SECURITY_GROUP_DEFAULT = "Default: The default VPC security group is associated with the cluster."
+
 # CreateCluster Port. Source: API Reference, CreateCluster, Port, "Valid Values: For clusters with
 # ra3 nodes - Select a port within the ranges 5431-5455 or 8191-8215. [...] For clusters with dc2
 # nodes - Select a port within the range 1150-65535." (as mirrored in

@@ -110,7 +110,7 @@ def test_ingress_for_exactly_the_configured_cidr(aws, tmp_path):
 
 def test_a_configured_security_group_is_the_one_the_cluster_has_and_opens(aws, tmp_path):
     """The port was opened on DWH_SECURITY_GROUP_ID while the cluster was made with the VPC's
-    default group: unreachable."""
+    default group (aws_rules.VPC_SECURITY_GROUP_DEFAULT): unreachable."""
     group = aws["ec2"].create_security_group(GroupName="dwh", Description="the warehouse's")["GroupId"]
     path = course_cfg(tmp_path, cidr="203.0.113.7/32")
     path.write_text(path.read_text().replace("DWH_PORT=5439", f"DWH_PORT=5439\nDWH_SECURITY_GROUP_ID={group}"))

@@ -11,6 +11,8 @@ from errors import UserError
 
 log = logging.getLogger("sparkify")
 
+# Every ingress rule setup_cluster.py makes carries this description: a later setup and the
+# teardown find them by it (whatever ALLOWED_CIDR said then), and leave rules they did not make.
 RULE_DESCRIPTION = "sparkify: Redshift access"
 CREDENTIAL_ERRORS = {"InvalidClientTokenId", "SignatureDoesNotMatch", "UnrecognizedClientException",
                      "AuthFailure", "ExpiredToken", "InvalidAccessKeyId"}
@@ -180,6 +182,26 @@ def cluster_security_group(ec2, cfg, cluster):
     cluster = cluster or {}
     groups = [g["VpcSecurityGroupId"] for g in cluster.get("VpcSecurityGroups") or []]
     return security_group_id(ec2, cfg, groups, cluster.get("VpcId"))
+
+
+def our_ingress_rules(ec2, group, port):
+    """{CIDR: rule id} of the ingress rules setup_cluster.py made on the group's port (by their
+    description). AWS gives each CIDR in its canonical form (203.0.113.0/24, not 203.0.113.7/24)."""
+    pages = ec2.get_paginator("describe_security_group_rules").paginate(
+        Filters=[{"Name": "group-id", "Values": [group]}])
+    return {r.get("CidrIpv4") or r.get("CidrIpv6"): r["SecurityGroupRuleId"]
+            for page in pages for r in page["SecurityGroupRules"]
+            if not r["IsEgress"] and r.get("Description") == RULE_DESCRIPTION
+            and r.get("IpProtocol") == "tcp" and r.get("FromPort") == port == r.get("ToPort")}
+
+
+def close_rules(ec2, group, port, rules, why=""):
+    """Revoke rules ({CIDR: rule id}) by their ids: revoking by CIDR and port in a default VPC
+    removes nothing, without an error, when they do not match (tests/aws_rules.py, Ingress rules)."""
+    if rules:
+        ec2.revoke_security_group_ingress(GroupId=group, SecurityGroupRuleIds=list(rules.values()))
+        log.info("closed port %d of %s to %s%s", port, group, ", ".join(rules), why)
+    return bool(rules)
 
 
 def ingress_permission(port, cidr):

@@ -12,9 +12,9 @@ import re
 import sys
 
 import config
-from aws_common import (aws_clients, aws_errors, aws_session, cluster_security_group, describe_cluster,
-                        error_code, get_namespace, get_workgroup, ingress_permission, require_cfg_file,
-                        security_group_id, wait_for, wait_for_workgroup)
+from aws_common import (aws_clients, aws_errors, aws_session, close_rules, cluster_security_group,
+                        describe_cluster, error_code, get_namespace, get_workgroup, ingress_permission,
+                        our_ingress_rules, require_cfg_file, security_group_id, wait_for, wait_for_workgroup)
 from cli import main_entry
 from errors import UserError
 
@@ -251,7 +251,8 @@ def attach_role(redshift, cluster, role_arn):
 
 
 def open_port(ec2, cfg, group, cidr):
-    """Allow cidr (and nothing wider) to reach the port; reuse an existing rule."""
+    """Allow cidr (and nothing wider) to reach the port; reuse an existing rule. The rules an
+    earlier setup made for another ALLOWED_CIDR (your address changed, say) are closed."""
     from botocore.exceptions import ClientError
     port = cfg.cluster.port
     with aws_errors(f"opening port {port} to {cidr}"):
@@ -262,6 +263,8 @@ def open_port(ec2, cfg, group, cidr):
             if error_code(e) != "InvalidPermission.Duplicate":
                 raise
             log.info("port %d of %s is already open to %s; reusing the rule", port, group, cidr)
+        earlier = {c: i for c, i in our_ingress_rules(ec2, group, port).items() if c != cidr}
+        close_rules(ec2, group, port, earlier, " (an earlier [CLUSTER] ALLOWED_CIDR)")
     return group
 
 

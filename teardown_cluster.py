@@ -1,5 +1,5 @@
 """Delete the Redshift warehouse (provisioned cluster, or Serverless workgroup and namespace),
-its ingress rule and its IAM role, and clear HOST and ARN in dwh.cfg. Asks you to type the
+the ingress rules setup made and its IAM role, and clear HOST and ARN in dwh.cfg. Asks you to type the
 warehouse's name first (--yes skips that). Without --final-snapshot every table is gone for
 good. --pause pauses a provisioned cluster instead (nothing is lost; storage is still billed);
 setup_cluster.py resumes it. Safe to re-run."""
@@ -7,9 +7,9 @@ import logging
 import sys
 
 import config
-from aws_common import (aws_clients, aws_errors, cluster_security_group, describe_cluster, error_code,
-                        get_workgroup, ingress_permission, require_cfg_file, security_group_id, wait_for,
-                        wait_for_cluster_status, wait_for_workgroup)
+from aws_common import (aws_clients, aws_errors, close_rules, cluster_security_group, describe_cluster,
+                        error_code, get_workgroup, our_ingress_rules, require_cfg_file, security_group_id,
+                        wait_for, wait_for_cluster_status, wait_for_workgroup)
 from cli import main_entry
 from errors import UserError
 
@@ -71,20 +71,13 @@ def pause_cluster(redshift, cfg, poll_seconds):
 
 
 def close_port(ec2, cfg, group):
-    """Remove the ingress rule setup_cluster.py made, if it is there."""
-    from botocore.exceptions import ClientError
-    cidr, port = cfg.cluster.allowed_cidr, cfg.cluster.port
-    if not cidr or group is None:
+    """Remove every ingress rule setup_cluster.py made on the port (each ALLOWED_CIDR it was
+    run with), if there are any; rules it did not make stay."""
+    if group is None:
         return False
-    with aws_errors(f"removing the ingress rule for {cidr}"):
-        try:
-            ec2.revoke_security_group_ingress(GroupId=group, IpPermissions=[ingress_permission(port, cidr)])
-        except ClientError as e:
-            if error_code(e) == "InvalidPermission.NotFound":
-                return False
-            raise
-    log.info("closed port %d of %s to %s", port, group, cidr)
-    return True
+    port = cfg.cluster.port
+    with aws_errors(f"removing the ingress rules of port {port}"):
+        return close_rules(ec2, group, port, our_ingress_rules(ec2, group, port))
 
 
 def delete_role(iam, cfg):

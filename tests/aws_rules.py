@@ -5,6 +5,7 @@ change it here (with its source) and let the tests say what must follow.
 Sources were read through stored copies of the pages; where only an archived copy (the
 awsdocs GitHub repositories, archived in 2023) was available, the commit is named.
 """
+import re
 
 # --- Provisioned clusters ------------------------------------------------------------------------
 # Node types for CreateCluster. Source: Amazon Redshift API Reference, CreateCluster, NodeType
@@ -43,6 +44,20 @@ VPC_SECURITY_GROUP_DEFAULT = "Default: The default VPC security group is associa
 # https://docs.aws.amazon.com/sdk-for-kotlin/api/latest/redshift/aws.sdk.kotlin.services.redshift.model/-create-cluster-request/port.html).
 # Every node type a new cluster may have is RA3.
 RA3_PORT_RANGES = (range(5431, 5456), range(8191, 8216))
+
+# Ingress rules. RevokeSecurityGroupIngress
+# (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RevokeSecurityGroupIngress.html): "You
+# can specify rules using either rule IDs or security group rule properties. [...] For a default VPC,
+# if the values you specify do not match the existing rule's values, no error is returned" (and
+# nothing is revoked; moto raises InvalidPermission.NotFound instead): so rules are revoked by the
+# ids DescribeSecurityGroupRules gives. IpRange
+# (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_IpRange.html), Description: "Up to 255
+# characters in length. Allowed characters are a-z, A-Z, 0-9, spaces, and ._-:/()#,@[]+=&;{}!$*";
+# CidrIp: "AWS canonicalizes IPv4 and IPv6 CIDRs. For example, if you specify 100.68.0.18/18 [...]
+# AWS canonicalizes the CIDR block to 100.68.0.0/18", which Describe* calls then return.
+RULE_DESCRIPTION_MAX = 255
+RULE_DESCRIPTION_CHARS = re.compile(r"[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]*")
+CANONICAL_CIDR = ("100.68.0.18/18", "100.68.0.0/18")
 
 # Pause/resume: PauseCluster/ResumeCluster take only ClusterIdentifier (botocore's service model);
 # a paused cluster reports ClusterStatus "paused" ("Amazon Redshift clusters", Cluster status).

@@ -194,6 +194,37 @@ def test_an_ipv6_cidr_is_opened_and_closed(aws, tmp_path):
     assert ingress_rules(aws) == []
 
 
+def test_the_rule_description_is_one_aws_accepts():
+    d = aws_common.RULE_DESCRIPTION
+    assert len(d) <= rules.RULE_DESCRIPTION_MAX and rules.RULE_DESCRIPTION_CHARS.fullmatch(d)
+
+
+def test_a_cidr_is_opened_in_the_canonical_form_aws_keeps():
+    given, canonical = rules.CANONICAL_CIDR
+    assert setup_cluster.check_cidr(given, allow_anywhere=False) == canonical
+
+
+def test_teardown_revokes_rules_by_id_not_by_cidr(tmp_path):
+    """In a default VPC, a revoke by CIDR and port that matches nothing returns no error and
+    revokes nothing (aws_rules.py, Ingress rules): teardown said 'closed' and left the rule,
+    which was open to an earlier ALLOWED_CIDR. It revokes what DescribeSecurityGroupRules lists."""
+    cfg = config.load_config(str(course_cfg(tmp_path, cidr="203.0.113.7/32")))
+    ec2, stub = stubbed("ec2")
+    ours = {"IsEgress": False, "IpProtocol": "tcp", "FromPort": 5439, "ToPort": 5439,
+            "Description": aws_common.RULE_DESCRIPTION, "GroupId": "sg-1"}
+    stub.add_response("describe_security_group_rules", {"SecurityGroupRules": [
+        dict(ours, SecurityGroupRuleId="sgr-old", CidrIpv4="198.51.100.0/24"),
+        dict(ours, SecurityGroupRuleId="sgr-now", CidrIpv4="203.0.113.7/32"),
+        dict(ours, SecurityGroupRuleId="sgr-theirs", CidrIpv4="192.0.2.1/32", Description="office"),
+        dict(ours, SecurityGroupRuleId="sgr-ssh", CidrIpv4="192.0.2.1/32", FromPort=22, ToPort=22)]},
+        {"Filters": [{"Name": "group-id", "Values": ["sg-1"]}]})
+    stub.add_response("revoke_security_group_ingress", {"Return": True},
+                      {"GroupId": "sg-1", "SecurityGroupRuleIds": ["sgr-old", "sgr-now"]})
+    with stub:
+        assert teardown_cluster.close_port(ec2, cfg, "sg-1")
+    stub.assert_no_pending_responses()
+
+
 def test_the_fallback_group_is_the_default_group_of_the_clusters_vpc(aws, tmp_path):
     ec2 = aws["ec2"]
     other_vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]

@@ -108,6 +108,23 @@ def test_ingress_for_exactly_the_configured_cidr(aws, tmp_path):
     assert ingress_rules(aws) == ["203.0.113.7/32"]
 
 
+def test_a_new_address_closes_the_old_one_and_teardown_closes_every_rule_it_made(aws, tmp_path):
+    """Your address changed: setup opened the new one and left the old open, and teardown then
+    closed only the new one. Rules setup did not make (here by hand, on the same port) stay."""
+    path = course_cfg(tmp_path, cidr="198.51.100.7/24")
+    setup(path)
+    [group] = [g["GroupId"] for g in aws["ec2"].describe_security_groups()["SecurityGroups"] if g["IpPermissions"]]
+    aws["ec2"].authorize_security_group_ingress(GroupId=group, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 5439, "ToPort": 5439, "IpRanges": [{"CidrIp": "192.0.2.1/32"}]}])
+    path.write_text(path.read_text().replace("ALLOWED_CIDR=198.51.100.7/24", "ALLOWED_CIDR=203.0.113.7/32"))
+    setup(path)
+    assert sorted(ingress_rules(aws)) == ["192.0.2.1/32", "203.0.113.7/32"]
+    path.write_text(path.read_text().replace("ALLOWED_CIDR=203.0.113.7/32", "ALLOWED_CIDR=198.51.100.7/24"))
+    setup(path)  # and back
+    teardown_cluster.teardown(config.load_config(str(path)), poll_seconds=0)
+    assert ingress_rules(aws) == ["192.0.2.1/32"]
+
+
 def test_a_configured_security_group_is_the_one_the_cluster_has_and_opens(aws, tmp_path):
     """The port was opened on DWH_SECURITY_GROUP_ID while the cluster was made with the VPC's
     default group (aws_rules.VPC_SECURITY_GROUP_DEFAULT): unreachable."""

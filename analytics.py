@@ -44,7 +44,7 @@ CHARTS = ("plays-per-hour-utc", "plays-per-day")  # drawn as bar charts as well
 # read either way. The cursor then takes only a SELECT or VALUES, and the reader may only read.
 _TOKENS = {
     backslash: re.compile(r"""
-        \s+ | --[^\n]* | /\*
+        \s+ | --[^\r\n]* | /\*
       | [eE]'(?:[^'\\]|\\.|'')*'?
       | '(?:""" + (r"[^'\\]|\\.|''" if backslash else r"[^']|''") + r""")*'?
       | "(?:[^"]|"")*"?
@@ -54,9 +54,10 @@ _TOKENS = {
 }
 
 
-def _statement_ends(text, backslash):
-    """Where each statement with content ends (its ';' or the end of the text)."""
-    ends, content, pos = [], False, 0
+def _scan(text, backslash):
+    """Where each statement with content ends (its ';' or the end of the text), and the first
+    word of the first (a comment, however nested, or a '(' before it skipped)."""
+    ends, content, pos, first = [], False, 0, ""
     while pos < len(text):
         m = _TOKENS[backslash].match(text, pos)
         tok, pos = m.group(), m.end()
@@ -75,19 +76,21 @@ def _statement_ends(text, backslash):
             content = False
         elif not (tok.isspace() or tok.startswith("--")):
             content = True
-    return ends + [len(text)] if content else ends
+            if not ends and not first and tok != "(":
+                first = tok
+    return (ends + [len(text)] if content else ends), first
 
 
 def one_statement(text):
-    """The text's one statement, without a final ';'; UserError if it holds none or more."""
-    standard, escaped = _statement_ends(text, False), _statement_ends(text, True)
+    """The text's one statement, without a final ';'; UserError if it holds none or more, or
+    anything but a SELECT or VALUES."""
+    (standard, first), (escaped, _) = _scan(text, False), _scan(text, True)
     if len(standard) != 1 or standard != escaped:
         raise UserError("--sql takes exactly one statement (a SELECT or VALUES)"
                         if standard or escaped else "--sql is empty")
     statement = text[:standard[0]]
-    first = re.match(r"(?:\s|--[^\n]*\n?|/\*.*?\*/|\()*(\w*)", statement, re.S).group(1)
     if first.upper() not in ("SELECT", "VALUES", "WITH", "TABLE"):
-        raise UserError(f"--sql takes a SELECT or VALUES, not {first.upper() or statement.strip()[:20]!r}")
+        raise UserError(f"--sql takes a SELECT or VALUES, not {first.upper()[:20]!r}")
     return statement
 
 
@@ -119,7 +122,8 @@ def _execute(conn, cur, statement):
     try:
         cur.execute(statement)
     except psycopg2.Error as e:
-        conn.rollback()
+        with contextlib.suppress(psycopg2.Error):  # a lost connection cannot roll back: say why it was lost
+            conn.rollback()
         raise UserError(f"query failed: {(str(e).strip().splitlines() or [type(e).__name__])[0]}")
 
 
@@ -151,6 +155,12 @@ def main(cfg, args):
         return serve(cfg, args.port)
     if args.port is not None:
         raise UserError("--port is for --serve", exit_code=2)
+    if args.html == "":
+        raise UserError("--html needs a file name", exit_code=2)
+    if args.sql is not None and db.reader_by_set_role(cfg):
+        raise UserError(f"--sql on another PostgreSQL needs [CLUSTER] READER_USER, a user that may only read: "
+                        f"the role {sql_queries.READER_ROLE} is taken with SET ROLE, which a query can undo "
+                        "(the report's sections run as it)", exit_code=2)
     if args.html and (args.sql is not None or args.runs or args.quality):
         other = "--sql" if args.sql is not None else "--runs" if args.runs else "--quality"
         raise UserError(f"--html writes the report (or one --section), not {other}", exit_code=2)
@@ -193,7 +203,10 @@ def serve(cfg, port):
         db.require_tables(conn, sql_queries.STAR_TABLES)
     finally:
         conn.close()
-    with db.reader_over_tcp(cfg.data_dir, port) if port else contextlib.nullcontext() as password:
+    db.reset_reader(cfg.data_dir)  # and again when serving stops, whatever a client set for the role
+    with contextlib.ExitStack() as stack:
+        stack.callback(db.reset_reader, cfg.data_dir)
+        password = stack.enter_context(db.reader_over_tcp(cfg.data_dir, port)) if port else None
         uri = db.reader_uri(cfg.data_dir)  # after a restart for TCP: the socket's number is the port
         lines = [f"Serving {cfg.describe()} to {sql_queries.READER_ROLE}, who may only read, until Ctrl-C.",
                  f"  {uri}", f"  psql {shlex.quote(uri)}"]

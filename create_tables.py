@@ -89,6 +89,9 @@ def grant_reader(cfg, conn):
             if not cur.fetchone():
                 create = sql_queries.reader_role_create["embedded" if cfg.embedded else "postgres"]
                 _run(cur, create.format(reader=name), reader)
+            if cfg.embedded:
+                for q in sql_queries.reader_defaults:
+                    _run(cur, q.format(reader=name), reader)
             cur.execute(sql_queries.reader_is_member, (reader,))
             if not cfg.embedded and not cur.fetchone()[0]:
                 _run(cur, sql_queries.reader_role_member.format(reader=name), reader)

@@ -300,6 +300,17 @@ def _restart(server, options):
     server.ensure_postgres_running()  # the new process, which the package stops when its last user exits
 
 
+def reset_reader(data_dir):
+    """The embedded reader's role settings back to ours (sql_queries.reader_defaults)."""
+    conn = _superuser(embedded_server(data_dir))
+    try:
+        with conn.cursor() as cur:
+            for q in sql_queries.reader_defaults:
+                cur.execute(q.format(reader=sql_queries.quote_ident(sql_queries.READER_ROLE)))
+    finally:
+        conn.close()
+
+
 def _close_tcp(server):
     """The reader's TCP login gone: its lines out of pg_hba.conf, its password NULL (reloaded).
     The server started again as the package starts it, if a restart left it stopped."""
@@ -396,6 +407,12 @@ def _connect_embedded(data_dir, **kwargs):
             JOINED.pop(data_dir, None)  # (another thread may have found it gone first)
     JOINED[data_dir] = uri = embedded_uri(data_dir)
     return psycopg2.connect(uri, **kwargs)
+
+
+def reader_by_set_role(cfg):
+    """Whether analytics.py reads as the loading user who took the reader role with SET ROLE
+    (another PostgreSQL, no READER_USER): a query's set_config('role', ...) can undo that."""
+    return cfg.engine == "postgres" and not cfg.embedded and not cfg.reader_user
 
 
 def take_reader_role(conn, cfg):

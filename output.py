@@ -1,4 +1,5 @@
-"""Query results as text: aligned tables for people, exact CSV for programs, streamed page by page;
+"""Query results as text: aligned tables for people, exact CSV for programs (as PostgreSQL's COPY
+writes it: NULL an empty field, an empty string ""), streamed page by page;
 bar charts in the terminal, and one self-contained HTML page (inline SVG charts and tables).
 
 Values are the text the database prints (keep_server_text): floats in their shortest exact form
@@ -8,12 +9,11 @@ nothing is rounded. Rows come in pages (lists of tuples), so a result of any siz
 memory of one page.
 """
 import codecs
-import csv
 import html
 import math
 import os
 import shutil
-import sys
+import unicodedata
 from pathlib import Path
 
 import psycopg2.extensions
@@ -31,28 +31,30 @@ def keep_server_text(conn):
         psycopg2.extensions.register_type(as_text, conn)
 
 
-# Before Python 3.13 the csv module did not quote a field holding a carriage return when the
-# line ends in \n alone: read back, the \r ended the row. Such a field is quoted here.
-CR_UNQUOTED = sys.version_info < (3, 13)
-
-
 def _csv_field(value):
-    """A field as csv.writer writes it (minimal quoting), a carriage return quoted too."""
+    """One field as PostgreSQL's COPY writes CSV, which COPY FROM reads back exactly: NULL an
+    empty field, an empty string "", a field holding a comma, quote, carriage return or newline
+    quoted (quotes doubled)."""
     if value is None:
         return ""
-    return f'"{value.replace(chr(34), chr(34) * 2)}"' if any(c in value for c in ',"\r\n') else value
+    if value and "," not in value and '"' not in value and "\n" not in value and "\r" not in value:
+        return value
+    return '"' + value.replace('"', '""') + '"'
+
+
+def _lone_field(value):
+    """The field of a one-column row: a lone \\. quoted too (it would read as COPY's end of data)."""
+    return '"\\."' if value == "\\." else _csv_field(value)
 
 
 def write_csv(out, columns, pages):
-    """A header row, then every row; NULL as an empty field. Returns the number of rows."""
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(columns)
+    """A header row, then every row, exactly as PostgreSQL's COPY ... (FORMAT csv, HEADER)
+    writes them (tests/test_analytics.py compares). Returns the number of rows."""
+    field = _lone_field if len(columns) == 1 else _csv_field
+    out.write(",".join(map(field, columns)) + "\n")
     n = 0
     for page in pages:
-        if CR_UNQUOTED and any(v is not None and "\r" in v for row in page for v in row):
-            out.writelines(",".join(map(_csv_field, row)) + "\n" for row in page)
-        else:
-            w.writerows(page)
+        out.writelines(",".join(map(field, row)) + "\n" for row in page)
         n += len(page)
     return n
 
@@ -60,12 +62,15 @@ def write_csv(out, columns, pages):
 def write_table(out, columns, numeric, pages):
     """Aligned text: numbers right, text left, a rule under the header. Column widths come
     from the first page and only grow: a wider value in a later page widens the column from
-    that page on. Returns the number of rows."""
-    widths = [len(c) for c in columns]
+    that page on. Widths are as a terminal shows them (an East Asian wide character takes two
+    cells, a combining mark none); a control character is shown as its escape (\\n, \\t, \\x07),
+    so a value keeps to its line. Returns the number of rows."""
+    columns = [shown(c) for c in columns]
+    widths = [cells(c) for c in columns]
     n, headed = 0, False
     for page in pages:
-        texts = [["" if v is None else v for v in row] for row in page]
-        widths = [max([w] + [len(r[i]) for r in texts]) for i, w in enumerate(widths)]
+        texts = [["" if v is None else shown(v) for v in row] for row in page]
+        widths = [max([w] + [cells(r[i]) for r in texts]) for i, w in enumerate(widths)]
         if not headed:  # once, with the first page's widths (an empty one's too)
             _header(out, columns, widths, numeric)
             headed = True
@@ -78,12 +83,34 @@ def write_table(out, columns, numeric, pages):
     return n
 
 
+_CONTROL = {i: (repr(chr(i))[1:-1] if i in (9, 10, 13) else f"\\x{i:02x}") for i in [*range(32), 127]}
+
+
+def shown(text):
+    """A value as a table shows it: control characters as their escapes."""
+    return text.translate(_CONTROL) if not text.isprintable() else text
+
+
+def cells(text):
+    """The terminal cells text takes: 2 for a wide or full-width character, 0 for a combining
+    mark or a zero-width format character, else 1."""
+    if text.isascii():
+        return len(text)
+    return sum(0 if unicodedata.combining(c) or unicodedata.category(c) == "Cf"
+               else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _pad(text, width, right):
+    gap = " " * (width - cells(text))
+    return gap + text if right else text + gap
+
+
 def _header(out, columns, widths, numeric):
     out.write(_line(columns, widths, numeric) + "\n" + "  ".join("-" * w for w in widths) + "\n")
 
 
 def _line(values, widths, right):
-    return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
+    return "  ".join(_pad(v, w, r) for v, w, r in zip(values, widths, right)).rstrip()
 
 
 # --- Bar charts in the terminal ----------------------------------------------------------------

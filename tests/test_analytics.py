@@ -11,7 +11,9 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 import analytics
+import config
 import db
+import output
 import sql_queries
 from conftest import ROOT, event, query, reset, run_script, song, table, write_events, write_song
 from errors import UserError
@@ -85,6 +87,7 @@ def test_no_text_changes_data(loaded, tmp_path, kind):
     ('SELECT 1 AS ";"', 'SELECT 1 AS ";"'), ("SELECT $$;$$", "SELECT $$;$$"),
     ("SELECT $a$ ; $$ ; $a$", "SELECT $a$ ; $$ ; $a$"), ("SELECT 1 /* /* ; */ ; */", "SELECT 1 /* /* ; */ ; */"),
     ("SELECT E'\\';'", "SELECT E'\\';'"), ("  (VALUES (1))", "  (VALUES (1))"),
+    ("/* /* */ DELETE */ SELECT 1", "/* /* */ DELETE */ SELECT 1"),  # a nested comment, then the SELECT
 ])
 def test_one_statement(text, statement):
     assert analytics.one_statement(text) == statement
@@ -125,19 +128,58 @@ def test_queries_run_as_a_role_that_may_only_read(loaded):
     assert sorted(privileges) == sorted((t, "SELECT") for t in sql_queries.TABLES)
 
 
+def test_a_lost_connection_says_why(loaded):
+    """The rollback after the error failed too, and hid it: 'unexpected InterfaceError'."""
+    out = run_script("analytics.py", "--config", str(loaded.path), "--sql", "SELECT pg_terminate_backend(pg_backend_pid())")
+    assert out.returncode == 1
+    assert out.stderr.startswith("analytics.py: error: query failed: ") and "InterfaceError" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_html_needs_a_file_name(loaded):
+    out = run_script("analytics.py", "--config", str(loaded.path), "--html", "")
+    assert out.returncode == 2 and "--html needs a file name" in out.stderr and not out.stdout
+
+
 def socket_dir(cfg):
     return parse_qs(urlparse(db.embedded_uri(cfg.data_dir)).query)["host"][0]
 
 
 def test_another_postgresql_takes_the_reader_role(loaded, tmp_path):
-    """A server named by HOST (here the embedded one, through its socket, as postgres)."""
-    cfg = tmp_path / "remote.cfg"
-    cfg.write_text(f"[CLUSTER]\nHOST={socket_dir(loaded)}\nDB_USER=postgres\nDB_NAME=postgres\n")
-    out = run_script("analytics.py", "--config", str(cfg), "--csv", "--sql", "SELECT session_user, current_user")
+    """A server named by HOST (here the embedded one, through its socket, as postgres): the report
+    reads as the role sparkify_reader, taken with SET ROLE."""
+    path = tmp_path / "remote.cfg"
+    path.write_text(f"[CLUSTER]\nHOST={socket_dir(loaded)}\nDB_USER=postgres\nDB_NAME=postgres\n")
+    conn = analytics.open_reader(config.load_config(str(path)))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT session_user, current_user")
+            assert cur.fetchone() == ("postgres", "sparkify_reader")
+    finally:
+        conn.close()
+    out = run_script("analytics.py", "--config", str(path), "--csv", "--section", "top-users")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[1] == "postgres,sparkify_reader"
+
+
+def test_sql_through_set_role_is_refused(loaded, tmp_path):
+    """One SELECT undid the SET ROLE (set_config('role', 'none', false)) and went on as the loading
+    user: set_config, query_to_xml and others run text no check can see. --sql needs READER_USER."""
+    path = tmp_path / "remote.cfg"
+    path.write_text(f"[CLUSTER]\nHOST={socket_dir(loaded)}\nDB_USER=postgres\nDB_NAME=postgres\n")
+    out = run_script("analytics.py", "--config", str(path), "--csv", "--sql",
+                     "SELECT set_config('role', 'none', false) AS r, current_user")
+    assert out.returncode == 2 and "needs [CLUSTER] READER_USER" in out.stderr, out.stdout
+
+
+@pytest.mark.parametrize("text", ["SELECT 1 AS a --x\r; COMMIT; SELECT lo_from_bytea(0, 'x')",
+                                  "SELECT 1 --\r; DELETE FROM users"])
+def test_a_comment_ends_at_a_carriage_return(loaded, text):
+    """The check read '--x\\r; COMMIT; ...' as one comment, the server as three statements: the
+    COMMIT ended the read-only transaction and the large object stayed."""
+    with pytest.raises(UserError, match="exactly one statement"):
+        analytics.one_statement(text)
     before = state(loaded)
-    out = run_script("analytics.py", "--config", str(cfg), "--sql", "COMMIT; DELETE FROM users")
+    out = run_script("analytics.py", "--config", str(loaded.path), "--sql", text)
     assert out.returncode == 1 and state(loaded) == before
 
 
@@ -177,6 +219,43 @@ def test_csv_keeps_a_carriage_return_inside_its_field(loaded):
     assert out.stdout.decode() == 'x,y,z\n"a\rb",2,\nc,3,d\n'  # NULL still an empty field, not ""
     rows = list(csv.reader(io.StringIO(out.stdout.decode(), newline="")))
     assert rows == [["x", "y", "z"], ["a\rb", "2", ""], ["c", "3", "d"]]
+
+
+# Values CSV must tell apart, each in a one-column and a two-column result: NULL, an empty
+# string, a lone \. (COPY's end-of-data line), quotes, commas, \r, \n, spaces kept.
+CSV_CASES = "SELECT x, x AS y FROM (VALUES (NULL), (''), ('\\.'), ('a\"b'), ('c,d'), (E'e\\rf'), (E'g\\nh'), (' i ')) v(x)"
+
+
+@pytest.mark.parametrize("columns", ["x", "x, x AS y"], ids=["one-column", "two-columns"])
+def test_csv_is_what_postgresql_copy_writes(loaded, columns):
+    """NULL and an empty string were both an empty field (or both "" alone on a line): PostgreSQL's
+    COPY writes NULL empty and an empty string "", and reads its CSV back exactly."""
+    sql = CSV_CASES.replace("SELECT x, x AS y", f"SELECT {columns}")
+    out = subprocess.run([sys.executable, str(ROOT / "analytics.py"), "--config", str(loaded.path), "--csv",
+                          "--sql", sql], capture_output=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    with db.connection(loaded) as conn, conn.cursor() as cur:
+        copied = io.StringIO()
+        cur.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER)", copied)
+    assert out.stdout.decode() == copied.getvalue()
+
+
+def test_a_csv_header_keeps_a_carriage_return_inside_its_field(loaded):
+    out = subprocess.run([sys.executable, str(ROOT / "analytics.py"), "--config", str(loaded.path), "--csv",
+                          "--sql", 'SELECT 1 AS "a\rb", 2 AS c'], capture_output=True, cwd=ROOT, timeout=120)
+    assert out.stdout.decode() == '"a\rb",c\n1,2\n'
+
+
+def test_a_table_lines_up_as_a_terminal_shows_it():
+    """Widths were len(): a wide character (two cells) or a combining mark (none) pushed the next
+    column out of line, and a newline or tab in a value broke its row."""
+    out = io.StringIO()
+    rows = [("日本語", "1"), ("😀", "22"), ("e\u0301", "3"), ("a\tb", "4"), ("x\ny\rz", "5"), ("plain", "6")]
+    output.write_table(out, ["name", "n"], [False, True], [rows])
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 + len(rows)
+    assert [output.cells(line) for line in lines[2:]] == [output.cells(lines[0])] * len(rows)
+    assert lines[5:7] == ["a\\tb      4", "x\\ny\\rz   5"]
 
 
 def rss_of_analytics(cfg, out_path, *args):

@@ -127,6 +127,22 @@ def test_psql_reads_the_served_warehouse_over_its_socket_until_ctrl_c(sample):
     assert json.loads((data_dir / ".handle_pids.json").read_text()) == []
 
 
+def test_a_served_client_is_read_only_and_leaves_the_role_as_it_was(sample):
+    """A client could make a large object (its session was read-write) and give the role a
+    setting (statement_timeout 1ms) that broke every later analytics.py."""
+    cfg, _ = sample
+    serving = Serving(cfg)
+    try:
+        [command] = serving.psql_lines()
+        assert psql(command, "SELECT lo_from_bytea(0, 'x')").returncode != 0
+        lifted = psql(command, "BEGIN READ WRITE; ALTER ROLE CURRENT_USER SET statement_timeout = '1ms'; COMMIT")
+        assert lifted.returncode == 0, lifted.stderr  # a client may lift it for its own session
+    finally:
+        serving.stop()
+    out = run_script("analytics.py", "--config", str(cfg), "--section", "top-users")
+    assert out.returncode == 0, out.stderr
+
+
 def test_sigterm_stops_serving_as_ctrl_c_does(sample):
     """A service manager's stop: before, the script ended at once and left the server running."""
     cfg, data_dir = sample
@@ -156,7 +172,8 @@ def test_over_tcp_only_the_reader_with_the_session_password_may_read(sample):
             in wrong.stderr
         users = psql(tcp, "SELECT count(*) FROM users", password).stdout
         for write in ("DELETE FROM users", "CREATE TABLE mine (n int)"):
-            refused = psql(tcp, f"SET default_transaction_read_only = off; {write}", password)
+            assert "read-only transaction" in psql(tcp, write, password).stderr  # read-only by default
+            refused = psql(tcp, f"BEGIN READ WRITE; {write}", password)  # and without it, only SELECT
             assert refused.returncode != 0 and "permission denied" in refused.stderr, refused.stderr
         assert psql(tcp, "SELECT count(*) FROM users", password).stdout == users != "0\n"
         # the unix socket still serves the scripts and the reader (its number is now the port's)

@@ -64,6 +64,10 @@ def run(main, arg_parser, argv=None, uses=GROUPS):
     except BrokenPipeError:  # whoever read our output stopped reading (`| head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush is quiet
         return 0
+    except UnicodeEncodeError as e:  # a value the terminal's (or a redirect's) encoding lacks
+        encoding = getattr(sys.stdout, "encoding", None) or e.encoding
+        return _fail(prog, f"cannot write {ascii(e.object[e.start:e.end])} in {encoding}: set PYTHONIOENCODING=utf-8 "
+                           "(or run python -X utf8)", 1, args.verbose, config)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; nothing was committed by the step that was running",
               file=sys.stderr)

@@ -136,6 +136,16 @@ def test_a_lost_connection_says_why(loaded):
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
+def test_a_value_the_output_cannot_encode_is_one_line(loaded):
+    """A stdout in cp1252 (a redirect on Windows) met an emoji: 'unexpected UnicodeEncodeError'."""
+    out = subprocess.run([sys.executable, str(ROOT / "analytics.py"), "--config", str(loaded.path), "--csv",
+                          "--sql", "SELECT 'plays 😀' AS x"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120, env=dict(os.environ, PYTHONIOENCODING="cp1252"))
+    assert out.returncode == 1
+    assert out.stderr == ("analytics.py: error: cannot write '\\U0001f600' in cp1252: set PYTHONIOENCODING=utf-8 "
+                          "(or run python -X utf8)\n")
+
+
 def test_html_needs_a_file_name(loaded):
     out = run_script("analytics.py", "--config", str(loaded.path), "--html", "")
     assert out.returncode == 2 and "--html needs a file name" in out.stderr and not out.stdout

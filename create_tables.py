@@ -112,11 +112,15 @@ def _run(cur, statement, reader):
                         "to an existing user (see README)")
 
 
-def reset_warehouse(cfg, conn, reset_history=False):
+def reset_warehouse(cfg, conn, reset_history=False, confirm=False):
     """Drop and create in one transaction, while no etl.py run is loading (PostgreSQL); the run
-    history is kept (created if missing) unless reset_history. Returns (tables dropped, kept)."""
+    history is kept (created if missing) unless reset_history; confirm: ask first if that loses
+    rows (counted once the lock is held: a load that was running has committed by then).
+    Returns (tables dropped, kept)."""
     lock = db.etl_lock(conn) if cfg.engine == "postgres" else contextlib.nullcontext()
     with lock:
+        if confirm:
+            confirm_drop(cfg, tables_with_rows(conn, reset_history))
         tables = dropped_tables(reset_history)
         kept = [t for t in sql_queries.TABLES if t not in tables and t not in db.missing_tables(conn, [t])]
         dropped = drop_tables(conn, tables)
@@ -138,9 +142,7 @@ def main(cfg, args):
 
 def reset(cfg, yes=True, reset_history=False):
     with db.connection(cfg) as conn:
-        if not yes:
-            confirm_drop(cfg, tables_with_rows(conn, reset_history))
-        return reset_warehouse(cfg, conn, reset_history)
+        return reset_warehouse(cfg, conn, reset_history, confirm=not yes)
 
 
 def add_arguments(p):

@@ -1,5 +1,6 @@
 """analytics.py: no text changes data, exact CSV, bounded memory on large results, the report's
 sections, and a reader that stops reading (`| head`)."""
+import contextlib
 import csv
 import io
 import os
@@ -12,6 +13,7 @@ import pytest
 
 import analytics
 import config
+import create_tables
 import db
 import output
 import sql_queries
@@ -350,6 +352,25 @@ def test_create_tables_refuses_to_drop_rows_without_yes(loaded):
     after = state(loaded)[0]
     assert not any(rows for t, rows in after.items() if t not in sql_queries.HISTORY_TABLES)
     assert after["etl_runs"] == before[0]["etl_runs"]  # the run history is kept (--reset-history drops it)
+
+
+def test_create_tables_counts_rows_once_a_running_load_has_committed(make_cfg, monkeypatch):
+    """It counted before waiting for the load's lock: the rows that load then committed were
+    dropped without asking."""
+    cfg = make_cfg()
+    reset(cfg)  # tables, no rows
+    real_lock = db.etl_lock
+
+    @contextlib.contextmanager
+    def lock_after_a_load(conn, wait=True):  # the load that held the lock commits its rows
+        query(cfg, "INSERT INTO users (user_id, level, last_seen_at) VALUES (7, 'free', now()); SELECT 1")
+        with real_lock(conn, wait):
+            yield
+    monkeypatch.setattr(db, "etl_lock", lock_after_a_load)
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
+    with pytest.raises(UserError, match=r"holds data: users \(1 row\)") as refused:
+        create_tables.reset(cfg, yes=False)
+    assert refused.value.exit_code == 4 and table(cfg, "users")
 
 
 @pytest.mark.parametrize("answer, code", [("n", 4), ("y", 0)])

@@ -191,7 +191,12 @@ def prepare_after(cfg, table, after=None, rank_repeats=True):
     return prepare_table(cfg, table, rank_repeats)
 
 
-def insert_star_tables(conn, engine="postgres", prepared=None, checks=None, progress=None):
+class RepeatedEvent(Exception):
+    """The batch's plays, prepared as if no event repeated, hold a repeat of an event loaded
+    before: no key saw it (its insert skipped the event), but the checks counted each copy."""
+
+
+def insert_star_tables(conn, engine="postgres", prepared=None, checks=None, progress=None, ranked=True):
     """Staging -> star tables and the checks, in one transaction; return (before, after,
     changed, seconds): row counts, and [(table, action, label, rows)] of the steps that update
     or delete. A failing check rolls it all back (UserError naming it and the rows found);
@@ -201,7 +206,8 @@ def insert_star_tables(conn, engine="postgres", prepared=None, checks=None, prog
     prepared: from prepare_star_rows() (PostgreSQL): each scratch table is waited for just
     before the first step that reads it. Without it the scratch tables are made, and the
     checks run, here in this transaction (Redshift). progress: a StarProgress, which says
-    every few seconds which step is running.
+    every few seconds which step is running. ranked=False: the plays were prepared as if no
+    event repeated (RepeatedEvent if one did, unseen by the keys).
     """
     started = time.monotonic()
     progress = progress or StarProgress()
@@ -217,6 +223,11 @@ def insert_star_tables(conn, engine="postgres", prepared=None, checks=None, prog
                     for q in sql_queries.prepare_statements(table, engine):
                         cur.execute(q)
         after, changed = apply_steps(cur, before, prepared, first_load, progress)
+        if not ranked and after["songplays"] - before["songplays"] < prepared["new_plays"].result():
+            # some plays were loaded before: only then can a repeat have gone unseen
+            cur.execute(sql_queries.plays_repeat)
+            if cur.fetchone()[0]:
+                raise RepeatedEvent("one whose plays were loaded before")
     transform = time.monotonic() - started
     with progress.step("checks"):
         found = prepared["checks"].result() if prepared else quality.run(conn, sql_queries.load_checks(engine))
@@ -386,19 +397,21 @@ def transform(cfg, conn, checks=None):
     """Staging -> star on PostgreSQL; returns insert_star_tables()'s result (the checks'
     outcomes into `checks`). The heavy SELECTs run on their own connections, one per core, and
     this one applies their results to the star tables as each is ready. The plays are first
-    prepared as if no event repeated; a repeat fails a unique key of the plays, and the star
+    prepared as if no event repeated; a repeat fails a unique key of the plays (or, when the
+    inserts skipped plays loaded before, sql_queries.plays_repeat finds it), and the star
     transaction runs again with the plays ranked (sql_queries.RANK_REPEATS)."""
     try:
         with ThreadPoolExecutor(min(len(sql_queries.SCRATCH_TABLES), os.cpu_count() or 1),
                                 thread_name_prefix="prepare") as pool, StarProgress(cfg, conn) as progress:
             first_try, started = prepare_star_rows(cfg, pool), time.monotonic()
             try:
-                return insert_star_tables(conn, "postgres", first_try, checks, progress)
-            except psycopg2.errors.UniqueViolation as e:
-                if e.diag.constraint_name not in sql_queries.REPEAT_KEYS:
+                return insert_star_tables(conn, "postgres", first_try, checks, progress, ranked=False)
+            except (psycopg2.errors.UniqueViolation, RepeatedEvent) as e:
+                if isinstance(e, psycopg2.errors.UniqueViolation) and e.diag.constraint_name not in sql_queries.REPEAT_KEYS:
                     raise
                 conn.rollback()
-                log.info("the batch repeats an event (%s): its plays again, each event once", e.diag.message_detail)
+                log.info("the batch repeats an event (%s): its plays again, each event once",
+                         e if isinstance(e, RepeatedEvent) else e.diag.message_detail)
                 first_seconds = time.monotonic() - started
             # Only after a repeat; outside the except, so that its own error stands alone.
             before, after, changed, seconds = insert_star_tables(

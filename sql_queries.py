@@ -699,6 +699,10 @@ WHERE rn = 1"""
 # comparisons (at 1M, 0.4 CPU-s less than session_id first).
 RANK_REPEATS = """ROW_NUMBER() OVER (PARTITION BY e.ts, e.session_id, e.item_in_session
                                 ORDER BY e.user_id, e.song, e.artist, e.level)"""
+# A repeat whose plays were all loaded before fails no key (the inserts skip them), yet the load's
+# checks would count each copy: when the inserts skipped plays, this looks for a repeat.
+plays_repeat = """SELECT EXISTS (SELECT 1 FROM new_plays GROUP BY session_id, item_in_session, start_time
+                              HAVING COUNT(*) > 1)"""
 # Unique on (session_id, item_in_session, start_time). The error names the key, or the index whose
 # build failed ("indexes are treated as constraints": PostgreSQL manual, Frontend/Backend
 # Protocol, Error and Notice Message Fields, field n).

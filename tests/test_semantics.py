@@ -181,6 +181,24 @@ def test_a_later_load_keeps_the_smallest_copy_of_a_repeated_event(make_cfg, tmp_
     assert "the batch repeats an event (Key (session_id, item_in_session, start_time)=(7, 3, " in caplog.text
 
 
+def test_a_reload_of_a_repeated_event_is_checked_as_one_play(make_cfg, tmp_path, caplog):
+    """Loaded again, a repeated event's plays were all skipped, so no key saw the repeat, and
+    the checks read every copy: a copy the load drops (level 'unknown') failed the run, and
+    'logged out' counted each copy."""
+    caplog.set_level("INFO", logger="sparkify")
+    later = dict(REPEATED, ts=REPEATED["ts"] + 1000, itemInSession=4)  # the user's latest event: free
+    cfg = small(make_cfg, tmp_path, [event(**REPEATED, userId="3"), event(**REPEATED, userId="3", level="unknown"),
+                                     event(**later, userId="3"), event(userId="", itemInSession=9),
+                                     event(userId="", itemInSession=9)])
+    reset(cfg)
+    load(cfg)
+    plays = query(cfg, "SELECT user_id, level FROM songplays ORDER BY start_time, user_id")
+    again = load(cfg)
+    assert query(cfg, "SELECT user_id, level FROM songplays ORDER BY start_time, user_id") == plays
+    assert [o.describe() for o in again.checks if o.status != "pass"] == ["plays without a user (logged out): 1 row"]
+    assert "the batch repeats an event (one whose plays were loaded before)" in caplog.text
+
+
 def test_a_broken_key_of_another_table_fails_the_load_without_a_second_try(make_cfg, tmp_path, caplog, monkeypatch):
     """Only the plays' keys mean a repeated event: a transform bug that doubles a user stops the load."""
     caplog.set_level("INFO", logger="sparkify")

@@ -17,7 +17,7 @@ from config import GROUPS, load_config
 from errors import UserError, mask_secrets
 
 log = logging.getLogger("sparkify")
-INTERRUPTED = threading.Event()  # set on Ctrl-C: work whose normal end is Ctrl-C waits on it (--serve)
+INTERRUPTED = db.INTERRUPTED  # set on Ctrl-C: work whose normal end is Ctrl-C waits on it (--serve)
 STOPPED_BY = "Ctrl-C"  # what interrupted the script: Ctrl-C, or SIGTERM (_as_ctrl_c)
 
 
@@ -153,4 +153,7 @@ def main_entry(main, description, add_arguments=None, uses=GROUPS):
     p = parser(description)
     if add_arguments:
         add_arguments(p)
-    return run(main, p, uses=uses)
+    code = run(main, p, uses=uses)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: a Ctrl-C now would only break the server's stop
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return code

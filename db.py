@@ -32,6 +32,17 @@ log = logging.getLogger("sparkify")
 LOCK_KEY = 0x5350524B  # 'SPRK': one ETL run per warehouse at a time
 TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
 OPEN = weakref.WeakSet()  # every connection this process has open, for cancel_all()
+INTERRUPTED = threading.Event()  # set on Ctrl-C (cli.interruptible): from then on nothing commits
+
+
+class StoppableConnection(psycopg2.extensions.connection):
+    """A connection that commits nothing once Ctrl-C came: work that was between two queries
+    then (or starting the server) rolls back, as the query running then does (cancel_all)."""
+
+    def commit(self):
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt
+        super().commit()
 RECORDER = None  # set by dry_run(): connect() hands out recording connections
 
 
@@ -367,17 +378,21 @@ def connect(cfg, autocommit=False, reader=False):
     """
     if RECORDER is not None:
         return RECORDER.connection(autocommit)
+    if INTERRUPTED.is_set() and not autocommit:  # after Ctrl-C, only the run history is written
+        raise KeyboardInterrupt
     own_user = reader and bool(cfg.reader_user) and not cfg.embedded
     try:
         if cfg.embedded:
             as_reader = {"user": sql_queries.READER_ROLE} if reader else {}
-            conn = _connect_embedded(cfg.data_dir, application_name="sparkify", **as_reader)
+            conn = _connect_embedded(cfg.data_dir, application_name="sparkify",
+                                     connection_factory=StoppableConnection, **as_reader)
         else:
             conn = psycopg2.connect(
                 host=cfg.host, port=cfg.port, dbname=cfg.db_name,
                 user=cfg.reader_user if own_user else cfg.db_user,
                 password=cfg.reader_password if own_user else cfg.db_password, connect_timeout=10,
-                application_name="sparkify", sslmode="require" if cfg.engine == "redshift" else "prefer")
+                application_name="sparkify", sslmode="require" if cfg.engine == "redshift" else "prefer",
+                connection_factory=StoppableConnection)
     except psycopg2.OperationalError as e:
         reason = mask_secrets(" ".join(str(e).split()), cfg)
         if reader and cfg.embedded and f'role "{sql_queries.READER_ROLE}" does not exist' in reason:

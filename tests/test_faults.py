@@ -11,6 +11,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+import config
 import db
 import etl
 from errors import UserError
@@ -164,6 +165,40 @@ def test_ctrl_c_stops_promptly_with_130_and_changes_nothing(batches, sig):
     assert star(b) == before
 
 
+# A script with a Ctrl-C while the embedded server starts, before any query runs.
+CTRL_C_WHILE_STARTING = """
+import os, runpy, signal, sys, time
+import db
+started = db.embedded_uri
+def starting(*args, **kwargs):
+    uri = started(*args, **kwargs)
+    if not getattr(starting, "done", False):
+        starting.done = True
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)  # the main thread takes it
+    return uri
+db.embedded_uri = starting
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("script, args", [("etl.py", []), ("create_tables.py", ["--yes"])])
+def test_ctrl_c_before_any_query_stops_the_script(batches, script, args):
+    """Ctrl-C then cancelled nothing (no query was running): the load went on and committed (or
+    create_tables.py dropped every table), and the script exited 0."""
+    _, b = batches
+    before = star(b)
+    done = subprocess.run([sys.executable, "-c", CTRL_C_WHILE_STARTING, script, "--config", str(b.path), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, preexec_fn=sigint_as_at_a_terminal)
+    assert done.returncode == 130, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"{script}: interrupted; nothing was committed by the step that was running"
+    assert star(b) == before
+    if script == "etl.py":
+        assert query(b, "SELECT status, error FROM etl_runs ORDER BY started_at DESC LIMIT 1") == [
+            ("interrupted", "interrupted (Ctrl-C)")]
+
+
 def test_second_run_waits_for_the_first_or_stops_by_option(warehouse):
     etl.run_etl(warehouse)
     before = star(warehouse)
@@ -243,14 +278,17 @@ def test_wrong_password_is_never_printed(password_role, tmp_path):
     assert "env-" + secret not in env_run.stdout + env_run.stderr and env_run.returncode == 1
 
 
-def test_right_password_connects(password_role, tmp_path):
+def test_right_password_connects(password_role, tmp_path, monkeypatch):
     cfg = tmp_path / "pw.cfg"
     cfg.write_text(f"[CLUSTER]\nHOST={password_role}\nDB_USER=pwuser\nDB_NAME=postgres\n")
     cfg.chmod(0o600)
-    out = run_script("analytics.py", "--config", str(cfg), "--sql", "SELECT session_user",
+    out = run_script("analytics.py", "--config", str(cfg), "--section", "top-users",
                      env={"DWH_DB_PASSWORD": "right-pass-9x"})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[-1].strip() == "pwuser"
+    monkeypatch.setenv("DWH_DB_PASSWORD", "right-pass-9x")
+    with db.connection(config.load_config(str(cfg))) as conn, conn.cursor() as cur:
+        cur.execute("SELECT session_user")
+        assert cur.fetchone() == ("pwuser",)
 
 
 def test_embedded_server_listens_on_no_network_interface(warehouse):

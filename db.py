@@ -43,7 +43,14 @@ class StoppableConnection(psycopg2.extensions.connection):
         if INTERRUPTED.is_set():
             raise KeyboardInterrupt
         super().commit()
+
+
 RECORDER = None  # set by dry_run(): connect() hands out recording connections
+
+
+# initdb makes the postgres database last, with this OID since PostgreSQL 15 (template0 is 4): a
+# data directory that will not start without it is one whose initdb was killed (no start mends it).
+POSTGRES_DATABASE_OID = "5"
 
 
 def embedded_uri(data_dir):
@@ -71,6 +78,9 @@ def embedded_uri(data_dir):
     except OSError as e:
         raise UserError(f"cannot create the embedded database in {data_dir}: {e.strerror or e}")
     except Exception as e:
+        if (data_dir / "PG_VERSION").exists() and not (data_dir / "base" / POSTGRES_DATABASE_OID).exists():
+            raise UserError(f"[LOCAL] DATA_DIR {data_dir} is a database whose creation was interrupted "
+                            f"(it has no postgres database); delete it (rm -rf {data_dir}) and run again")
         raise UserError(f"the embedded PostgreSQL in {data_dir} did not start ({type(e).__name__}); "
                         f"its log is {data_dir / 'log'}")
     return _with_port(server, server.get_uri())

@@ -90,6 +90,20 @@ def test_a_data_directory_from_an_older_postgresql_is_refused_in_one_line(tmp_pa
     assert [p.name for p in data_dir.iterdir()] == ["PG_VERSION"]  # nothing started, nothing written
 
 
+def test_a_data_directory_whose_creation_was_killed_says_how_to_mend_it(tmp_path):
+    """kill -9 during initdb left PG_VERSION and template1 only: every script then said 'did not
+    start (AssertionError); its log is .../log', a log that did not exist, ever after."""
+    data_dir = tmp_path / "pgdata"
+    (data_dir / "base" / "1").mkdir(parents=True)
+    (data_dir / "PG_VERSION").write_text("18\n")
+    cfg = tmp_path / "dwh.cfg"
+    cfg.write_text(f"[LOCAL]\nDATA_DIR = {data_dir}\n")
+    out = run_script("etl.py", "--config", str(cfg))
+    assert (out.returncode, out.stderr) == (1, f"etl.py: error: [LOCAL] DATA_DIR {data_dir} is a database whose "
+                                               f"creation was interrupted (it has no postgres database); delete it "
+                                               f"(rm -rf {data_dir}) and run again\n")
+
+
 def test_the_embedded_server_runs_under_a_path_with_a_space_and_unicode(tmp_path):
     """The scripts as a user runs them, with the project's data under `my projects/ünï`."""
     folder = tmp_path / "my projects" / "ünï"

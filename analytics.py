@@ -70,6 +70,7 @@ def _scan(text, backslash):
         elif tok.startswith("$") and tok.endswith("$") and len(tok) > 1:
             close = text.find(tok, pos)
             pos, content = (len(text) if close < 0 else close + len(tok)), True
+            first = first or (tok if not ends else "")
         elif tok == ";":
             if content:
                 ends.append(m.start())
@@ -90,7 +91,7 @@ def one_statement(text):
                         if standard or escaped else "--sql is empty")
     statement = text[:standard[0]]
     if first.upper() not in ("SELECT", "VALUES", "WITH", "TABLE"):
-        raise UserError(f"--sql takes a SELECT or VALUES, not {first.upper()[:20]!r}")
+        raise UserError(f"--sql takes a SELECT or VALUES, not {(first.upper() or statement.strip())[:20]!r}")
     return statement
 
 
@@ -121,6 +122,9 @@ def stream(conn, query):
 def _execute(conn, cur, statement):
     try:
         cur.execute(statement)
+    except UnicodeEncodeError as e:  # not the output's: the database's encoding lacks a character of the query
+        raise UserError(f"query failed: {ascii(e.object[e.start:e.end])} is not in the database's encoding "
+                        f"({conn.encoding})")
     except psycopg2.Error as e:
         with contextlib.suppress(psycopg2.Error):  # a lost connection cannot roll back: say why it was lost
             conn.rollback()
@@ -157,13 +161,15 @@ def main(cfg, args):
         raise UserError("--port is for --serve", exit_code=2)
     if args.html == "":
         raise UserError("--html needs a file name", exit_code=2)
-    if args.sql is not None and db.reader_by_set_role(cfg):
-        raise UserError(f"--sql on another PostgreSQL needs [CLUSTER] READER_USER, a user that may only read: "
-                        f"the role {sql_queries.READER_ROLE} is taken with SET ROLE, which a query can undo "
-                        "(the report's sections run as it)", exit_code=2)
+    if args.sql is not None and db.reader_is_the_loader(cfg):
+        raise UserError(f"--sql on {cfg.describe()} needs [CLUSTER] READER_USER, a user that may only read: "
+                        "without it a query runs as the loading user (on PostgreSQL through SET ROLE, which a "
+                        "query can undo); the report's sections need none", exit_code=2)
     if args.html and (args.sql is not None or args.runs or args.quality):
         other = "--sql" if args.sql is not None else "--runs" if args.runs else "--quality"
         raise UserError(f"--html writes the report (or one --section), not {other}", exit_code=2)
+    if args.csv and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(newline="\n")  # as COPY writes it: Windows would make a field's \n \r\n
     conn = open_reader(cfg)
     try:
         db.require_tables(conn, sql_queries.STAR_TABLES)

@@ -185,30 +185,43 @@ def cluster_security_group(ec2, cfg, cluster):
 
 
 def our_ingress_rules(ec2, group, port):
-    """{CIDR: rule id} of the ingress rules setup_cluster.py made on the group's port (by their
-    description). AWS gives each CIDR in its canonical form (203.0.113.0/24, not 203.0.113.7/24)."""
-    pages = ec2.get_paginator("describe_security_group_rules").paginate(
-        Filters=[{"Name": "group-id", "Values": [group]}])
-    return {r.get("CidrIpv4") or r.get("CidrIpv6"): r["SecurityGroupRuleId"]
-            for page in pages for r in page["SecurityGroupRules"]
-            if not r["IsEgress"] and r.get("Description") == RULE_DESCRIPTION
-            and r.get("IpProtocol") == "tcp" and r.get("FromPort") == port == r.get("ToPort")}
+    """The CIDRs setup_cluster.py opened the group's port to (its rules, by their description),
+    as AWS keeps them: canonical (203.0.113.0/24, not 203.0.113.7/24). DescribeSecurityGroups,
+    which AmazonRedshiftFullAccess allows (DescribeSecurityGroupRules it does not). A group that
+    is gone has none."""
+    from botocore.exceptions import ClientError
+    try:
+        [found] = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"]
+    except ClientError as e:
+        if error_code(e) == "InvalidGroup.NotFound":
+            return []
+        raise
+    return [r.get("CidrIp") or r.get("CidrIpv6") for p in found.get("IpPermissions", [])
+            if p.get("IpProtocol") == "tcp" and p.get("FromPort") == port == p.get("ToPort")
+            for r in p.get("IpRanges", []) + p.get("Ipv6Ranges", []) if r.get("Description") == RULE_DESCRIPTION]
 
 
-def close_rules(ec2, group, port, rules, why=""):
-    """Revoke rules ({CIDR: rule id}) by their ids: revoking by CIDR and port in a default VPC
-    removes nothing, without an error, when they do not match (tests/aws_rules.py, Ingress rules)."""
-    if rules:
-        ec2.revoke_security_group_ingress(GroupId=group, SecurityGroupRuleIds=list(rules.values()))
-        log.info("closed port %d of %s to %s%s", port, group, ", ".join(rules), why)
-    return bool(rules)
+def close_rules(ec2, group, port, cidrs, why=""):
+    """Revoke the port's rules for these CIDRs, as DescribeSecurityGroups gave them. In a default
+    VPC a revoke that matches no rule removes nothing and raises no error (tests/aws_rules.py,
+    Ingress rules): what AWS did not know is in the answer's UnknownIpPermissions."""
+    if not cidrs:
+        return False
+    answer = ec2.revoke_security_group_ingress(GroupId=group, IpPermissions=[
+        ingress_permission(port, c, described=False) for c in cidrs])
+    if answer.get("UnknownIpPermissions"):
+        raise UserError(f"AWS did not close port {port} of {group} to {', '.join(cidrs)} (no such rule); "
+                        "check the group's inbound rules in the EC2 console")
+    log.info("closed port %d of %s to %s%s", port, group, ", ".join(cidrs), why)
+    return True
 
 
-def ingress_permission(port, cidr):
-    """The rule for one CIDR: IPv4 in IpRanges[].CidrIp, IPv6 in Ipv6Ranges[].CidrIpv6."""
+def ingress_permission(port, cidr, described=True):
+    """The rule for one CIDR: IPv4 in IpRanges[].CidrIp, IPv6 in Ipv6Ranges[].CidrIpv6; with our
+    description (a revoke needs none: "If the security group rule has a description, you do not
+    need to specify the description to revoke the rule", RevokeSecurityGroupIngress)."""
     rule = {"IpProtocol": "tcp", "FromPort": port, "ToPort": port}
-    if ipaddress.ip_network(cidr, strict=False).version == 6:
-        rule["Ipv6Ranges"] = [{"CidrIpv6": cidr, "Description": RULE_DESCRIPTION}]
-    else:
-        rule["IpRanges"] = [{"CidrIp": cidr, "Description": RULE_DESCRIPTION}]
+    ipv6 = ipaddress.ip_network(cidr, strict=False).version == 6
+    field, key = ("Ipv6Ranges", "CidrIpv6") if ipv6 else ("IpRanges", "CidrIp")
+    rule[field] = [{key: cidr, "Description": RULE_DESCRIPTION} if described else {key: cidr}]
     return rule

@@ -115,7 +115,7 @@ def _run(cur, statement, reader):
 def reset_warehouse(cfg, conn, reset_history=False, confirm=False):
     """Drop and create in one transaction, while no etl.py run is loading (PostgreSQL); the run
     history is kept (created if missing) unless reset_history; confirm: ask first if that loses
-    rows (counted once the lock is held: a load that was running has committed by then).
+    rows (PostgreSQL: counted once the ETL lock is held, so a load that was running has committed).
     Returns (tables dropped, kept)."""
     lock = db.etl_lock(conn) if cfg.engine == "postgres" else contextlib.nullcontext()
     with lock:

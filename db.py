@@ -80,7 +80,7 @@ def embedded_uri(data_dir):
     except Exception as e:
         if (data_dir / "PG_VERSION").exists() and not (data_dir / "base" / POSTGRES_DATABASE_OID).exists():
             raise UserError(f"[LOCAL] DATA_DIR {data_dir} is a database whose creation was interrupted "
-                            f"(it has no postgres database); delete it (rm -rf {data_dir}) and run again")
+                            f"(it has no postgres database); delete it (rm -rf {data_dir.resolve()}) and run again")
         raise UserError(f"the embedded PostgreSQL in {data_dir} did not start ({type(e).__name__}); "
                         f"its log is {data_dir / 'log'}")
     return _with_port(server, server.get_uri())
@@ -323,7 +323,9 @@ def _restart(server, options):
 
 def reset_reader(data_dir):
     """The embedded reader's role settings back to ours (sql_queries.reader_defaults)."""
-    conn = _superuser(embedded_server(data_dir))
+    server = embedded_server(data_dir)
+    server.ensure_postgres_running()  # it may have stopped while serving
+    conn = _superuser(server)
     try:
         with conn.cursor() as cur:
             for q in sql_queries.reader_defaults:
@@ -434,10 +436,10 @@ def _connect_embedded(data_dir, **kwargs):
     return psycopg2.connect(uri, **kwargs)
 
 
-def reader_by_set_role(cfg):
-    """Whether analytics.py reads as the loading user who took the reader role with SET ROLE
-    (another PostgreSQL, no READER_USER): a query's set_config('role', ...) can undo that."""
-    return cfg.engine == "postgres" and not cfg.embedded and not cfg.reader_user
+def reader_is_the_loader(cfg):
+    """Whether analytics.py reads as the loading user: on Redshift without READER_USER, and on
+    another PostgreSQL without it, through SET ROLE, which a query's set_config('role', ...) undoes."""
+    return not cfg.embedded and not cfg.reader_user
 
 
 def take_reader_role(conn, cfg):

@@ -223,9 +223,11 @@ def insert_star_tables(conn, engine="postgres", prepared=None, checks=None, prog
                     for q in sql_queries.prepare_statements(table, engine):
                         cur.execute(q)
         after, changed = apply_steps(cur, before, prepared, first_load, progress)
-        if not ranked and after["songplays"] - before["songplays"] < prepared["new_plays"].result():
-            # some plays were loaded before: only then can a repeat have gone unseen
-            cur.execute(sql_queries.plays_repeat)
+        if not ranked and (db.is_dry_run(conn)
+                           or after["songplays"] - before["songplays"] < prepared["new_plays"].result()):
+            # some plays were loaded before (the inserts skipped them): only then can a repeat go unseen
+            with db.only_when(cur, "plays loaded before"):
+                cur.execute(sql_queries.plays_repeat)
             if cur.fetchone()[0]:
                 raise RepeatedEvent("one whose plays were loaded before")
     transform = time.monotonic() - started
@@ -302,12 +304,16 @@ def take_over_empty_tables(cur, before):
 
 
 def drop_scratch(conn):
-    """After a failed transform: nothing of it committed, and no prepared rows left behind."""
+    """After a failed transform: nothing of it committed, and no prepared rows left behind (each
+    drop committed as it runs: after Ctrl-C too, when the connection commits nothing else)."""
     conn.rollback()
-    with conn.cursor() as cur:
-        for q in sql_queries.drop_scratch:
-            cur.execute(q)
-    conn.commit()
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for q in sql_queries.drop_scratch:
+                cur.execute(q)
+    finally:
+        conn.autocommit = False
 
 
 PROGRESS_EVERY = 5.0  # seconds between progress lines
@@ -407,11 +413,12 @@ def transform(cfg, conn, checks=None):
             try:
                 return insert_star_tables(conn, "postgres", first_try, checks, progress, ranked=False)
             except (psycopg2.errors.UniqueViolation, RepeatedEvent) as e:
-                if isinstance(e, psycopg2.errors.UniqueViolation) and e.diag.constraint_name not in sql_queries.REPEAT_KEYS:
+                key = getattr(e, "diag", None)
+                if key is not None and key.constraint_name not in sql_queries.REPEAT_KEYS:
                     raise
                 conn.rollback()
                 log.info("the batch repeats an event (%s): its plays again, each event once",
-                         e if isinstance(e, RepeatedEvent) else e.diag.message_detail)
+                         e if key is None else key.message_detail)
                 first_seconds = time.monotonic() - started
             # Only after a repeat; outside the except, so that its own error stands alone.
             before, after, changed, seconds = insert_star_tables(

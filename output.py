@@ -83,20 +83,20 @@ def write_table(out, columns, numeric, pages):
     return n
 
 
-_CONTROL = {i: (repr(chr(i))[1:-1] if i in (9, 10, 13) else f"\\x{i:02x}") for i in [*range(32), 127]}
-
-
 def shown(text):
-    """A value as a table shows it: control characters as their escapes."""
-    return text.translate(_CONTROL) if not text.isprintable() else text
+    """A value as a table shows it: control characters and line or paragraph separators as
+    their escapes (\\n, \\x85, \\u2028), so a value keeps to its line."""
+    if text.isprintable():
+        return text
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
 
 
 def cells(text):
     """The terminal cells text takes: 2 for a wide or full-width character, 0 for a combining
-    mark or a zero-width format character, else 1."""
+    or enclosing mark or a zero-width format character, else 1."""
     if text.isascii():
         return len(text)
-    return sum(0 if unicodedata.combining(c) or unicodedata.category(c) == "Cf"
+    return sum(0 if unicodedata.category(c) in ("Mn", "Me", "Cf")
                else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 

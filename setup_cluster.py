@@ -250,20 +250,23 @@ def attach_role(redshift, cluster, role_arn):
     return True
 
 
-def open_port(ec2, cfg, group, cidr):
-    """Allow cidr (and nothing wider) to reach the port; reuse an existing rule. The rules an
-    earlier setup made for another ALLOWED_CIDR (your address changed, say) are closed."""
+def sync_port(ec2, cfg, group, cidr):
+    """Allow cidr (and nothing wider) to reach the port, reusing an existing rule; close the
+    rules an earlier setup made for another ALLOWED_CIDR (your address changed), or for any
+    when it is empty (the warehouse is private)."""
     from botocore.exceptions import ClientError
     port = cfg.cluster.port
-    with aws_errors(f"opening port {port} to {cidr}"):
-        try:
-            ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[ingress_permission(port, cidr)])
-            log.info("opened port %d of security group %s to %s", port, group, cidr)
-        except ClientError as e:
-            if error_code(e) != "InvalidPermission.Duplicate":
-                raise
-            log.info("port %d of %s is already open to %s; reusing the rule", port, group, cidr)
-        earlier = {c: i for c, i in our_ingress_rules(ec2, group, port).items() if c != cidr}
+    with aws_errors(f"opening port {port} to {cidr}" if cidr else f"closing port {port}"):
+        if cidr:
+            try:
+                ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[ingress_permission(port, cidr)])
+                log.info("opened port %d of security group %s to %s", port, group, cidr)
+            except ClientError as e:
+                if error_code(e) != "InvalidPermission.Duplicate":
+                    raise
+                log.info("port %d of %s is already open to %s; reusing the rule", port, group, cidr)
+        earlier = [c for c in our_ingress_rules(ec2, group, port)
+                   if not cidr or ipaddress.ip_network(c) != ipaddress.ip_network(cidr)]
         close_rules(ec2, group, port, earlier, " (an earlier [CLUSTER] ALLOWED_CIDR)")
     return group
 
@@ -275,8 +278,7 @@ def setup_provisioned(cfg, clients, role_arn, cidr, poll_seconds):
     with aws_errors(f"waiting for cluster {cfg.cluster.identifier}"):
         wait_for(redshift, "cluster_available", cfg.cluster.identifier, poll_seconds)
         cluster = describe_cluster(redshift, cfg.cluster.identifier)
-        if cidr:
-            open_port(ec2, cfg, cluster_security_group(ec2, cfg, cluster), cidr)
+        sync_port(ec2, cfg, cluster_security_group(ec2, cfg, cluster), cidr)
     return cluster["Endpoint"]["Address"], cluster["Endpoint"].get("Port", cfg.cluster.port)
 
 
@@ -344,10 +346,9 @@ def setup_serverless(cfg, clients, role_arn, cidr, poll_seconds):
     with aws_errors(f"waiting for workgroup {name}"):
         workgroup = wait_for_workgroup(serverless, name, poll_seconds)
     ensure_usage_limit(serverless, cfg, workgroup["workgroupArn"])
-    if cidr:
-        with aws_errors(f"finding the security group of workgroup {name}"):
-            group = security_group_id(ec2, cfg, workgroup.get("securityGroupIds") or [])
-        open_port(ec2, cfg, group, cidr)
+    with aws_errors(f"finding the security group of workgroup {name}"):
+        group = security_group_id(ec2, cfg, workgroup.get("securityGroupIds") or [])
+    sync_port(ec2, cfg, group, cidr)
     return workgroup["endpoint"]["address"], workgroup["endpoint"].get("port", cfg.cluster.port)
 
 

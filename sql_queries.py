@@ -1045,7 +1045,8 @@ reader_set_role = "SET ROLE {reader}"
 # The embedded reader's own settings, ours again when create_tables.py runs and when --serve starts
 # and stops (a client it served may have set others for the role, or lifted its read-only default):
 # its sessions read-only unless a client lifts that for its own.
-reader_defaults = ["ALTER ROLE {reader} RESET ALL", "ALTER ROLE {reader} SET default_transaction_read_only = on"]
+reader_defaults = ["ALTER ROLE {reader} RESET ALL", "ALTER ROLE {reader} IN DATABASE postgres RESET ALL",
+                   "ALTER ROLE {reader} SET default_transaction_read_only = on"]
 # analytics.py --serve --port: the reader logs in over TCP with a password made for the session,
 # sent as its SCRAM verifier (the server never sees the password itself); NULL again on exit.
 reader_password = "ALTER ROLE {reader} PASSWORD %s"

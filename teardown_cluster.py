@@ -100,10 +100,9 @@ def delete_role(iam, cfg):
 def teardown_provisioned(cfg, clients, final_snapshot, poll_seconds):
     redshift, ec2 = clients["redshift"], clients["ec2"]
     cluster = delete_cluster(redshift, cfg, final_snapshot, poll_seconds)
-    if cfg.cluster.allowed_cidr:
-        with aws_errors("finding the cluster's security group"):
-            group = cluster_security_group(ec2, cfg, cluster)
-        close_port(ec2, cfg, group)
+    with aws_errors("finding the cluster's security group"):
+        group = cluster_security_group(ec2, cfg, cluster)
+    close_port(ec2, cfg, group)
 
 
 # --- Redshift Serverless ------------------------------------------------------------------------
@@ -117,8 +116,7 @@ def delete_serverless(serverless, ec2, cfg, final_snapshot, poll_seconds):
         if workgroup is None:
             log.info("workgroup %s does not exist; nothing to delete", name)
         else:
-            if cfg.cluster.allowed_cidr:
-                close_port(ec2, cfg, security_group_id(ec2, cfg, workgroup.get("securityGroupIds") or []))
+            close_port(ec2, cfg, security_group_id(ec2, cfg, workgroup.get("securityGroupIds") or []))
             if workgroup["status"] != "DELETING":
                 serverless.delete_workgroup(workgroupName=name)
                 log.info("deleting workgroup %s", name)

@@ -49,12 +49,20 @@ RA3_PORT_RANGES = (range(5431, 5456), range(8191, 8216))
 # (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RevokeSecurityGroupIngress.html): "You
 # can specify rules using either rule IDs or security group rule properties. [...] For a default VPC,
 # if the values you specify do not match the existing rule's values, no error is returned" (and
-# nothing is revoked; moto raises InvalidPermission.NotFound instead): so rules are revoked by the
-# ids DescribeSecurityGroupRules gives. IpRange
+# nothing is revoked; moto raises InvalidPermission.NotFound instead; what did not match is in the
+# answer's UnknownIpPermissions): so rules are revoked as DescribeSecurityGroups gave them, and the
+# answer is checked. IpRange
 # (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_IpRange.html), Description: "Up to 255
 # characters in length. Allowed characters are a-z, A-Z, 0-9, spaces, and ._-:/()#,@[]+=&;{}!$*";
 # CidrIp: "AWS canonicalizes IPv4 and IPv6 CIDRs. For example, if you specify 100.68.0.18/18 [...]
 # AWS canonicalizes the CIDR block to 100.68.0.0/18", which Describe* calls then return.
+# The EC2 actions the managed policy AmazonRedshiftFullAccess allows (AWS Managed Policy Reference,
+# https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AmazonRedshiftFullAccess.html, v5):
+# a user with it may run setup and teardown without ALLOWED_CIDR (DescribeSecurityGroupRules and
+# the ingress writes are not among them).
+REDSHIFT_FULL_ACCESS_EC2 = frozenset({"DescribeAccountAttributes", "DescribeAddresses", "DescribeAvailabilityZones",
+                                      "DescribeSecurityGroups", "DescribeSubnets", "DescribeVpcs",
+                                      "DescribeInternetGateways"})
 RULE_DESCRIPTION_MAX = 255
 RULE_DESCRIPTION_CHARS = re.compile(r"[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]*")
 CANONICAL_CIDR = ("100.68.0.18/18", "100.68.0.0/18")

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 import analytics
+import cli
 import config
 import create_tables
 import db
@@ -181,6 +182,10 @@ def test_sql_through_set_role_is_refused(loaded, tmp_path):
     out = run_script("analytics.py", "--config", str(path), "--csv", "--sql",
                      "SELECT set_config('role', 'none', false) AS r, current_user")
     assert out.returncode == 2 and "needs [CLUSTER] READER_USER" in out.stderr, out.stdout
+    redshift = tmp_path / "redshift.cfg"  # there the reader is the loading user itself (refused before connecting)
+    redshift.write_text("[CLUSTER]\nHOST=dwh.abc123.us-west-2.redshift.amazonaws.com\nDB_USER=dwhuser\n")
+    out = run_script("analytics.py", "--config", str(redshift), "--sql", "SELECT 1")
+    assert out.returncode == 2 and "needs [CLUSTER] READER_USER" in out.stderr, out.stderr
 
 
 @pytest.mark.parametrize("text", ["SELECT 1 AS a --x\r; COMMIT; SELECT lo_from_bytea(0, 'x')",
@@ -252,6 +257,17 @@ def test_csv_is_what_postgresql_copy_writes(loaded, columns):
     assert out.stdout.decode() == copied.getvalue()
 
 
+def test_csv_line_ends_are_newlines_where_text_output_would_make_them_crlf(loaded, monkeypatch):
+    """On Windows sys.stdout writes \\n as \\r\\n, inside a quoted field too: a value changed."""
+    written = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(written, encoding="utf-8", newline="\r\n"))
+    parser = cli.parser("")
+    analytics.add_arguments(parser)
+    analytics.main(loaded, parser.parse_args(["--csv", "--sql", "SELECT E'a\\nb' AS x"]))
+    sys.stdout.flush()
+    assert written.getvalue() == b'x\n"a\nb"\n'
+
+
 def test_a_csv_header_keeps_a_carriage_return_inside_its_field(loaded):
     out = subprocess.run([sys.executable, str(ROOT / "analytics.py"), "--config", str(loaded.path), "--csv",
                           "--sql", 'SELECT 1 AS "a\rb", 2 AS c'], capture_output=True, cwd=ROOT, timeout=120)
@@ -262,12 +278,13 @@ def test_a_table_lines_up_as_a_terminal_shows_it():
     """Widths were len(): a wide character (two cells) or a combining mark (none) pushed the next
     column out of line, and a newline or tab in a value broke its row."""
     out = io.StringIO()
-    rows = [("日本語", "1"), ("😀", "22"), ("e\u0301", "3"), ("a\tb", "4"), ("x\ny\rz", "5"), ("plain", "6")]
+    rows = [("日本語", "1"), ("😀", "22"), ("e\u0301", "3"), ("a\tb", "4"), ("x\ny\rz", "5"), ("plain", "6"),
+            ("สวัสดี", "7"), ("a\x85b\u2028", "8")]
     output.write_table(out, ["name", "n"], [False, True], [rows])
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 + len(rows)
     assert [output.cells(line) for line in lines[2:]] == [output.cells(lines[0])] * len(rows)
-    assert lines[5:7] == ["a\\tb      4", "x\\ny\\rz   5"]
+    assert [line.split()[0] for line in lines[5:7] + lines[9:]] == ["a\\tb", "x\\ny\\rz", "a\\x85b\\u2028"]
 
 
 def rss_of_analytics(cfg, out_path, *args):

@@ -204,25 +204,58 @@ def test_a_cidr_is_opened_in_the_canonical_form_aws_keeps():
     assert setup_cluster.check_cidr(given, allow_anywhere=False) == canonical
 
 
-def test_teardown_revokes_rules_by_id_not_by_cidr(tmp_path):
-    """In a default VPC, a revoke by CIDR and port that matches nothing returns no error and
-    revokes nothing (aws_rules.py, Ingress rules): teardown said 'closed' and left the rule,
-    which was open to an earlier ALLOWED_CIDR. It revokes what DescribeSecurityGroupRules lists."""
-    cfg = config.load_config(str(course_cfg(tmp_path, cidr="203.0.113.7/32")))
+def described_group(*rules):
+    """DescribeSecurityGroups' answer: one group, each rule (CIDR, port, description) its own permission."""
+    return {"SecurityGroups": [{"GroupId": "sg-1", "IpPermissions": [
+        {"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
+         "IpRanges": [{"CidrIp": cidr, **({"Description": d} if d else {})}]} for cidr, port, d in rules]}]}
+
+
+def test_teardown_revokes_every_rule_setup_made_as_aws_describes_it(tmp_path):
+    """Teardown revoked the configured CIDR as written (203.0.113.7/24: AWS keeps 203.0.113.0/24)
+    and only that one; in a default VPC such a revoke removes nothing and raises no error."""
+    cfg = config.load_config(str(course_cfg(tmp_path, cidr="203.0.113.7/24")))
     ec2, stub = stubbed("ec2")
-    ours = {"IsEgress": False, "IpProtocol": "tcp", "FromPort": 5439, "ToPort": 5439,
-            "Description": aws_common.RULE_DESCRIPTION, "GroupId": "sg-1"}
-    stub.add_response("describe_security_group_rules", {"SecurityGroupRules": [
-        dict(ours, SecurityGroupRuleId="sgr-old", CidrIpv4="198.51.100.0/24"),
-        dict(ours, SecurityGroupRuleId="sgr-now", CidrIpv4="203.0.113.7/32"),
-        dict(ours, SecurityGroupRuleId="sgr-theirs", CidrIpv4="192.0.2.1/32", Description="office"),
-        dict(ours, SecurityGroupRuleId="sgr-ssh", CidrIpv4="192.0.2.1/32", FromPort=22, ToPort=22)]},
-        {"Filters": [{"Name": "group-id", "Values": ["sg-1"]}]})
-    stub.add_response("revoke_security_group_ingress", {"Return": True},
-                      {"GroupId": "sg-1", "SecurityGroupRuleIds": ["sgr-old", "sgr-now"]})
+    ours = aws_common.RULE_DESCRIPTION
+    stub.add_response("describe_security_groups", described_group(
+        ("198.51.100.0/24", 5439, ours), ("203.0.113.0/24", 5439, ours), ("192.0.2.1/32", 5439, "office"),
+        ("192.0.2.2/32", 5439, None), ("192.0.2.3/32", 22, ours)), {"GroupIds": ["sg-1"]})
+    stub.add_response("revoke_security_group_ingress", {"Return": True}, {"GroupId": "sg-1", "IpPermissions": [
+        {"IpProtocol": "tcp", "FromPort": 5439, "ToPort": 5439, "IpRanges": [{"CidrIp": c}]}
+        for c in ("198.51.100.0/24", "203.0.113.0/24")]})
     with stub:
         assert teardown_cluster.close_port(ec2, cfg, "sg-1")
     stub.assert_no_pending_responses()
+
+
+def test_a_revoke_aws_did_not_match_is_an_error_not_a_closed_port(tmp_path):
+    cfg = config.load_config(str(course_cfg(tmp_path, cidr="203.0.113.7/32")))
+    ec2, stub = stubbed("ec2")
+    stub.add_response("describe_security_groups", described_group(("203.0.113.7/32", 5439, aws_common.RULE_DESCRIPTION)),
+                      {"GroupIds": ["sg-1"]})
+    unknown = {"IpProtocol": "tcp", "FromPort": 5439, "ToPort": 5439, "IpRanges": [{"CidrIp": "203.0.113.7/32"}]}
+    stub.add_response("revoke_security_group_ingress", {"Return": True, "UnknownIpPermissions": [unknown]},
+                      {"GroupId": "sg-1", "IpPermissions": [unknown]})
+    with stub, pytest.raises(UserError, match="AWS did not close port 5439 of sg-1 to 203.0.113.7/32"):
+        teardown_cluster.close_port(ec2, cfg, "sg-1")
+
+
+def test_without_allowed_cidr_setup_and_teardown_need_only_what_amazonredshiftfullaccess_allows(aws, tmp_path,
+                                                                                              monkeypatch):
+    calls = []
+    for module in (setup_cluster, teardown_cluster):
+        real = module.aws_clients
+
+        def recording(cfg, *names, real=real):
+            clients = real(cfg, *names)
+            for client in clients:
+                client.meta.events.register("before-call.ec2", lambda model, **kw: calls.append(model.name))
+            return clients
+        monkeypatch.setattr(module, "aws_clients", recording)
+    path = course_cfg(tmp_path)
+    setup(path)
+    teardown_cluster.teardown(config.load_config(str(path)), poll_seconds=0)
+    assert calls and set(calls) <= rules.REDSHIFT_FULL_ACCESS_EC2
 
 
 def test_the_fallback_group_is_the_default_group_of_the_clusters_vpc(aws, tmp_path):
@@ -283,7 +316,7 @@ def serverless_cfg(tmp_path, cidr=""):
     return path
 
 
-def workgroup(status, groups=("sg-0",)):
+def workgroup(status, groups=("sg-0123456789abcdef0",)):  # a well-formed id no group has
     return {"workgroup": {"workgroupName": "dwhcluster", "namespaceName": "dwhcluster", "status": status,
                           "workgroupArn": WG_ARN, "securityGroupIds": list(groups),
                           "endpoint": {"address": ENDPOINT, "port": 5439}}}
@@ -293,7 +326,7 @@ def not_found(stub, method, params):
     stub.add_client_error(method, "ResourceNotFoundException", http_status_code=400, expected_params=params)
 
 
-def expect_serverless_setup(stub, role_arn, sg="sg-0"):
+def expect_serverless_setup(stub, role_arn, sg="sg-0123456789abcdef0"):
     not_found(stub, "get_namespace", {"namespaceName": "dwhcluster"})
     stub.add_response("create_namespace", {"namespace": {"namespaceName": "dwhcluster"}}, {
         "namespaceName": "dwhcluster", "adminUsername": "dwhuser", "adminUserPassword": "Passw0rdX",

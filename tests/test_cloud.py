@@ -110,7 +110,8 @@ def test_ingress_for_exactly_the_configured_cidr(aws, tmp_path):
 
 def test_a_new_address_closes_the_old_one_and_teardown_closes_every_rule_it_made(aws, tmp_path):
     """Your address changed: setup opened the new one and left the old open, and teardown then
-    closed only the new one. Rules setup did not make (here by hand, on the same port) stay."""
+    closed only the new one (none once ALLOWED_CIDR was emptied). Rules setup did not make
+    (here by hand, on the same port) stay."""
     path = course_cfg(tmp_path, cidr="198.51.100.7/24")
     setup(path)
     [group] = [g["GroupId"] for g in aws["ec2"].describe_security_groups()["SecurityGroups"] if g["IpPermissions"]]
@@ -119,9 +120,13 @@ def test_a_new_address_closes_the_old_one_and_teardown_closes_every_rule_it_made
     path.write_text(path.read_text().replace("ALLOWED_CIDR=198.51.100.7/24", "ALLOWED_CIDR=203.0.113.7/32"))
     setup(path)
     assert sorted(ingress_rules(aws)) == ["192.0.2.1/32", "203.0.113.7/32"]
-    path.write_text(path.read_text().replace("ALLOWED_CIDR=203.0.113.7/32", "ALLOWED_CIDR=198.51.100.7/24"))
-    setup(path)  # and back
-    teardown_cluster.teardown(config.load_config(str(path)), poll_seconds=0)
+    path.write_text(path.read_text().replace("ALLOWED_CIDR=203.0.113.7/32", ""))
+    setup(path)  # no ALLOWED_CIDR: private again
+    assert ingress_rules(aws) == ["192.0.2.1/32"]
+    path.write_text(path.read_text().replace("DB_PORT=5439\n", "DB_PORT=5439\nALLOWED_CIDR=198.51.100.7/24\n"))
+    setup(path)
+    path.write_text(path.read_text().replace("ALLOWED_CIDR=198.51.100.7/24", ""))
+    teardown_cluster.teardown(config.load_config(str(path)), poll_seconds=0)  # closes it, named or not
     assert ingress_rules(aws) == ["192.0.2.1/32"]
 
 

@@ -384,11 +384,12 @@ def test_postgres_dry_run_is_what_a_first_and_a_later_load_run(warehouse, monkey
     log_ = [entry for _, entries in recorder.connections for entry in entries]
     first_load_only = [log_[i + 1] for i, entry in enumerate(log_) if entry == "-- first load only:"]
     assert any(s.startswith("TRUNCATE songplays") for s in first_load_only)
+    [later_only] = [log_[i + 1] for i, entry in enumerate(log_) if entry == "-- plays loaded before only:"]
 
     real_connect = psycopg2.connect
     monkeypatch.setattr(db.psycopg2, "connect", lambda *a, **kw: real_connect(
         *a, **kw, **({"cursor_factory": TracingCursor} if kw.get("application_name") == "sparkify" else {})))
-    for later, dropped in ((False, []), (True, first_load_only)):
+    for later, dropped in ((False, [later_only]), (True, first_load_only)):
         TracingCursor.trace = []
         query(warehouse, "DELETE FROM etl_runs; SELECT 1")  # every run is RUN
         etl.run_etl(warehouse)

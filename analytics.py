@@ -100,7 +100,8 @@ def stream(conn, query):
 
     DECLARE takes only a SELECT or VALUES (a data-modifying WITH, SELECT INTO, a COMMIT are
     errors) and fetching it runs the query as far as the page asked for, so the first rows come
-    at once and memory holds one page."""
+    at once and memory holds one page. (On Redshift the first FETCH runs the whole query, whose
+    result the leader node holds, up to a size per node type: docs/redshift.md.)"""
     cur = conn.cursor()
     _execute(conn, cur, f"DECLARE {CURSOR} CURSOR FOR {query}")
     _execute(conn, cur, f"FETCH FORWARD {PAGE} FROM {CURSOR}")

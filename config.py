@@ -5,8 +5,10 @@ exists, else built-in defaults (the embedded PostgreSQL and the bundled sample).
 A course-style dwh.cfg works unchanged: keys are case-insensitive and values may
 be wrapped in quotes. Secrets never appear in repr() or in any message.
 """
+import codecs
 import configparser
 import difflib
+import ipaddress
 import logging
 import os
 import re
@@ -41,8 +43,8 @@ KNOWN_KEYS = {
     "ETL": ("max_errors", "workers"),
 }
 # What a script may need from the file; each checks only its own (cli.main_entry's `uses`), so a
-# placeholder ARN does not stop analytics.py.
-GROUPS = ("warehouse", "sources", "aws")
+# placeholder ARN does not stop analytics.py, nor a bad MAX_ERRORS teardown_cluster.py.
+GROUPS = ("warehouse", "sources", "role", "etl", "aws")
 
 # Shapes of the values that end up inside Redshift SQL or IAM policies.
 # A bucket name, then an object key: any UTF-8 text but control characters, and a quote or
@@ -130,7 +132,9 @@ class Config:
 
 def find_config_file(explicit=None):
     """--config, else $DWH_CONFIG, else ./dwh.cfg if present, else None (defaults)."""
-    if explicit:
+    if explicit is not None:
+        if not explicit.strip():
+            raise UserError("--config is empty: name a configuration file")
         return Path(explicit), True
     if os.environ.get("DWH_CONFIG"):
         return Path(os.environ["DWH_CONFIG"]), True
@@ -143,20 +147,29 @@ def read_ini(path):
     """Parse an ini file into {SECTION: {key: value}} with quotes stripped; errors name file and line."""
     p = configparser.ConfigParser(interpolation=None, strict=True)
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            p.read_file(f, source=str(path))
+        raw = Path(path).read_bytes()
+        text = raw.decode("utf-8-sig")
     except FileNotFoundError:
-        raise UserError(f"{path}: configuration file not found")
+        raise UserError(f"{path}: configuration file not found") from None
     except (PermissionError, IsADirectoryError) as e:
-        raise UserError(f"{path}: cannot read configuration file ({e.strerror})")
+        raise UserError(f"{path}: cannot read configuration file ({e.strerror})") from None
     except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})")
+        at = e.start + 3 * raw.startswith(codecs.BOM_UTF8)  # the decoder counts from after the BOM
+        line = raw[:at].count(b"\n") + 1
+        raise UserError(f"{path}: line {line}: not UTF-8 text ({e.reason} at byte {at})") from None
+    try:  # from None: the parser's own error shows the line, which may hold a password (-v prints it)
+        p.read_string(text, source=str(path))
     except configparser.Error as e:
-        raise UserError(f"{path}: {_ini_error(e)}")
+        raise UserError(f"{path}: {_ini_error(e)}") from None
     sections = {}
     for name in p.sections():
-        merged = sections.setdefault(name.strip().upper(), {})
+        if name.strip().upper() in sections:
+            raise UserError(f"{path}: section [{name.strip().upper()}] appears twice (in any case)")
+        merged = sections[name.strip().upper()] = {}
         for key, value in p.items(name):
+            if "\n" in value:  # an indented line continues the value above: a key indented by mistake
+                raise UserError(f"{path}: [{name}] {key.upper()}: its value goes on to an indented line "
+                                "below; remove that line's indent")
             merged[key.lower()] = unquote(split_comment(value)[0])
     return sections
 
@@ -202,9 +215,10 @@ def _key_of(line):
 
 
 def unquote(value):
+    """A value without its quotes; inside them, spaces at its edges are kept (a password's)."""
     value = value.strip()
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1].strip()
+        return value[1:-1]
     return value
 
 
@@ -251,14 +265,17 @@ def build_config(sections, path, environ):
     defaults = Config()
     problems = []
 
-    def checked(group, compute, fallback):
+    def checked(groups, compute, fallback):
         try:
             return compute()
         except UserError as e:
-            problems.append((group, str(e)))
+            problems.extend((g, str(e)) for g in ((groups,) if isinstance(groups, str) else groups))
             return fallback
 
     def engine_of(host):
+        if re.match(r"[^/]*:\d+(/|$)", host) and not _is_ip(host):  # as the console shows an endpoint
+            raise UserError(f"{path}: [CLUSTER] HOST is {host!r}, an endpoint with its port: put the host name "
+                            "alone in HOST, the port in DB_PORT (and a database after the / in DB_NAME)")
         engine = get("CLUSTER", "engine").lower() or ("redshift" if REDSHIFT_HOST.search(host) else "postgres")
         if engine not in ENGINES:
             raise UserError(f"{path}: [CLUSTER] ENGINE must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -311,19 +328,27 @@ def build_config(sections, path, environ):
         log_date_pattern=checked("sources", lambda: date_pattern(get("S3", "log_date_pattern"), path),
                                  LOG_DATE_PATTERN),
         manifest_prefix=checked("sources", lambda: _manifest_prefix(get, path), ""),
-        iam_role_arn=checked("sources", role_arn, ""),
-        region=checked("aws", lambda: _optional(get("AWS", "region"), REGION, "[AWS] REGION",
+        iam_role_arn=checked("role", role_arn, ""),
+        region=checked(("aws", "sources"), lambda: _optional(get("AWS", "region"), REGION, "[AWS] REGION",
                                                  "a region name like us-west-2", path), ""),
         data_region=checked("sources", lambda: _optional(get("S3", "region"), REGION, "[S3] REGION",
                                                           "a region name like us-west-2", path), ""),
         aws_key=get("AWS", "key"),
         aws_secret=get("AWS", "secret"),
         anonymous=checked("sources", lambda: get_bool(get, "AWS", "anonymous", None), None),
-        max_errors=checked("sources", lambda: get_int(get, "ETL", "max_errors", 0, 0, 10**9), 0),
-        workers=checked("sources", lambda: get_int(get, "ETL", "workers", 0, 0, 32), 0),
+        max_errors=checked("etl", lambda: get_int(get, "ETL", "max_errors", 0, 0, 10**9), 0),
+        workers=checked("etl", lambda: get_int(get, "ETL", "workers", 0, 0, 32), 0),
         cluster=checked("aws", lambda: build_cluster(get, path), defaults.cluster),
         problems=tuple(problems),
     )
+
+
+def _is_ip(host):
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
 
 
 def build_cluster(get, path):
@@ -467,11 +492,15 @@ def update_file(path, changes):
             old, comment = split_comment(entry.group(4))
             space = old[:len(old) - len(old.lstrip(" \t"))]
             old = old.strip()
+            if comment and not comment[0].isspace():  # HOST=# ...: the comment was the value's start
+                comment = " " + comment
             quote = old[0] if len(old) >= 2 and old[0] == old[-1] and old[0] in "'\"" else ""
             end = entry.group(5) or newline
             lines[i] = f"{entry.group(1)}{entry.group(2)}{entry.group(3)}{space}{quote}{value}{quote}{comment}{end}"
     for (section, key), value in sorted(pending.items(), key=lambda kv: -headers.get(kv[0][0], -1)):
         if section in headers:
+            if not lines[headers[section]].endswith(("\n", "\r")):  # a header on the file's last line
+                lines[headers[section]] += newline
             lines.insert(headers[section] + 1, f"{key.upper()}={value}{newline}")
         else:
             if lines and not lines[-1].endswith(("\n", "\r")):

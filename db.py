@@ -538,10 +538,21 @@ def render(sql, params=None):
         sql = sql.decode()
     if params is None:
         return sql
-    quote = lambda v: psycopg2.extensions.adapt(v).getquoted().decode()  # noqa: E731
     if isinstance(params, dict):
-        return sql % {k: quote(v) for k, v in params.items()}
-    return sql % tuple(quote(v) for v in params)
+        return sql % {k: _quoted(v) for k, v in params.items()}
+    return sql % tuple(_quoted(v) for v in params)
+
+
+def _quoted(value):
+    """A value as psycopg2 quotes it, text as UTF-8 (with no connection it would take Latin-1)."""
+    if isinstance(value, list) and value:
+        return "ARRAY[" + ",".join(map(_quoted, value)) + "]"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(_quoted, value)) + ")"
+    adapted = psycopg2.extensions.adapt(value)
+    if isinstance(adapted, psycopg2.extensions.QuotedString):
+        adapted.encoding = "utf-8"
+    return adapted.getquoted().decode("utf-8")
 
 
 class Recorder:

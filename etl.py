@@ -491,8 +491,9 @@ def first_load_errors(conn, kind, copy_ids):
 
 def copy_failure(conn, kind, table, error, earlier_ids=()):
     """Why a Redshift COPY failed, from its load-error table: file, line, column, reason. The
-    COPY's id is read after the rollback (AWS: updated when the load starts, even if it fails);
-    an id no newer than the earlier COPYs' means it failed before loading anything."""
+    COPY's id is read after the rollback (tests/redshift_rules.py: AWS says it is updated when
+    invalid data fails a COPY, and not when the COPY's transaction rolls back): an id no newer
+    than the earlier COPYs' says only the error, without its records' lines."""
     first = (str(error).strip().splitlines() or [type(error).__name__])[0]
     try:
         with conn.cursor() as cur:
@@ -650,4 +651,4 @@ def add_arguments(p):
 
 
 if __name__ == "__main__":
-    sys.exit(main_entry(main, __doc__.split("\n\n")[0], add_arguments, uses=("warehouse", "sources")))
+    sys.exit(main_entry(main, __doc__.split("\n\n")[0], add_arguments, uses=("warehouse", "sources", "role", "etl")))

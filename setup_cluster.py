@@ -8,6 +8,7 @@ cluster is resumed."""
 import ipaddress
 import json
 import logging
+import os
 import re
 import sys
 
@@ -97,6 +98,8 @@ def data_uris(cfg):
 def validate(cfg, allow_anywhere=False):
     """Every check that needs no AWS call, so nothing is created for a configuration that would fail."""
     require_cfg_file(cfg, "setup_cluster.py")
+    if not os.access(cfg.path, os.W_OK):
+        raise UserError(f"{cfg.path} is not writable: setup_cluster.py writes the endpoint and role into it")
     check_password(cfg.db_password)
     cidr = check_cidr(cfg.cluster.allowed_cidr, allow_anywhere)
     data_uris(cfg)
@@ -389,4 +392,4 @@ def add_arguments(p):
 
 
 if __name__ == "__main__":
-    sys.exit(main_entry(main, __doc__.split("\n\n")[0], add_arguments))
+    sys.exit(main_entry(main, __doc__.split("\n\n")[0], add_arguments, uses=("sources", "aws")))

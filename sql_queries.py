@@ -748,7 +748,7 @@ SELECT artist_id, artist_name, artist_location, artist_latitude, artist_longitud
 FROM (SELECT artist_id, artist_name, artist_location, artist_latitude, artist_longitude,
              ROW_NUMBER() OVER (PARTITION BY artist_id
                                 ORDER BY CASE WHEN artist_latitude IS NULL THEN 1 ELSE 0 END,
-                                         CASE WHEN COALESCE(artist_location, '') = '' THEN 1 ELSE 0 END,
+                                         CASE WHEN artist_location IS NULL OR CHAR_LENGTH(artist_location) = 0 THEN 1 ELSE 0 END,
                                          artist_name, artist_location, song_id) AS rn
       FROM staging_songs) s
 WHERE rn = 1

@@ -182,4 +182,4 @@ def add_arguments(p):
 
 
 if __name__ == "__main__":
-    sys.exit(main_entry(main, __doc__.split("\n\n")[0], add_arguments))
+    sys.exit(main_entry(main, __doc__.split("\n\n")[0], add_arguments, uses=("aws",)))

@@ -82,8 +82,15 @@ def copy_fails(maxerror, errors):
 # "PG_LAST_COPY_ID", https://docs.aws.amazon.com/redshift/latest/dg/PG_LAST_COPY_ID.html: "Returns
 # the query ID of the most recently completed COPY command in the current session. [...] If
 # the COPY fails because of invalid load data, the COPY ID is updated, so you can use
-# PG_LAST_COPY_ID when you query STL_LOAD_ERRORS table. [...] The COPY ID is not updated if the
-# COPY command fails because of an error that occurs before the load process begins".
+# PG_LAST_COPY_ID when you query STL_LOAD_ERRORS table. If the COPY transaction is rolled back,
+# the COPY ID is not updated. The COPY ID is not updated if the COPY command fails because of an
+# error that occurs before the load process begins". A failed COPY's id is read after the
+# rollback (an aborted transaction runs nothing); if it was not updated, the id is an earlier
+# COPY's (or -1) and the error is said without its records' lines (etl.copy_failure): nothing
+# wrong is shown. The same id finds a COPY's rows in the SYS views: AWS's own example
+# (SYS_LOAD_DETAIL, https://docs.aws.amazon.com/redshift/latest/dg/SYS_LOAD_DETAIL.html) reads
+# "select query_id, trim(file_name) as file, record_time from sys_load_detail where query_id =
+# pg_last_copy_id()".
 # The columns that hold that id and what we read, per kind of warehouse:
 #   STL_LOAD_ERRORS (https://docs.aws.amazon.com/redshift/latest/dg/r_STL_LOAD_ERRORS.html):
 #     query, filename, line_number, colname, err_reason, raw_line; "only contains queries run
@@ -97,6 +104,10 @@ LOAD_ERROR_COLUMNS = {
 }
 
 # --- Smaller rules -----------------------------------------------------------------------------
+# "Window functions", https://docs.aws.amazon.com/redshift/latest/dg/c_Window_functions.html:
+# "Amazon Redshift doesn't support string literals in ORDER BY clauses" (of a window): none in
+# any window of ours.
+WINDOW_ORDER_BY_TAKES_NO_STRING_LITERAL = True
 # "CREATE TABLE AS", https://docs.aws.amazon.com/redshift/latest/dg/r_CREATE_TABLE_AS.html (and CREATE
 # TABLE): "BACKUP { YES | NO }: A clause that specifies whether the table should be included in
 # automated and manual cluster snapshots. For tables, such as staging tables, that won't contain

@@ -103,6 +103,16 @@ def test_setup_writes_host_and_arn_keeping_the_rest_of_the_file(aws, tmp_path):
     assert (cfg.engine, cfg.host, cfg.iam_role_arn) == ("redshift", host, arn)
 
 
+def test_a_configuration_setup_cannot_write_back_stops_before_anything_is_made(aws, tmp_path, monkeypatch):
+    """Read-only, it failed after the cluster existed ('unexpected PermissionError'), its endpoint
+    and role never written or shown. (Root may write any file: os.access is asked as a user's would be.)"""
+    path = course_cfg(tmp_path)
+    monkeypatch.setattr(setup_cluster.os, "access", lambda p, mode: not (mode & setup_cluster.os.W_OK))
+    with pytest.raises(UserError, match="is not writable: setup_cluster.py writes the endpoint and role into it"):
+        setup(path)
+    assert aws["redshift"].describe_clusters()["Clusters"] == []
+
+
 def test_ingress_for_exactly_the_configured_cidr(aws, tmp_path):
     setup(course_cfg(tmp_path, cidr="203.0.113.7/32"))
     assert ingress_rules(aws) == ["203.0.113.7/32"]

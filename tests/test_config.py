@@ -96,6 +96,34 @@ def test_a_line_the_parser_cannot_read_is_named_not_shown(tmp_path, text, messag
     assert str(e.value).endswith(message) and "Sup3r" not in str(e.value)
 
 
+def test_with_v_a_line_the_parser_cannot_read_is_still_not_shown(tmp_path):
+    """The traceback -v prints chained the parser's own error, which quotes the line."""
+    path = write(tmp_path, "[CLUSTER]\nDB_PASSWORD Sup3rSecret!\n")
+    out = run_script("create_tables.py", "--config", str(path), "--dry-run", "-v")
+    assert out.returncode == 1 and "Sup3r" not in out.stdout + out.stderr, out.stderr
+
+
+def test_an_empty_config_option_is_an_error_not_another_file(tmp_path):
+    """--config "$CFG" with CFG unset read ./dwh.cfg, another warehouse, silently."""
+    write(tmp_path, "[CLUSTER]\nHOST=warehouse.example.com\n")
+    with pytest.raises(UserError, match="--config is empty"):
+        config.load_config("")
+
+
+def test_a_byte_that_is_not_utf8_is_placed_by_line_and_byte_in_the_file(tmp_path):
+    path = tmp_path / "dwh.cfg"
+    raw = b"\xef\xbb\xbf[CLUSTER]\n# " + b"x" * 20000 + b"\n# caf\xe9\n"  # the decoder said byte 3634 (of a chunk)
+    path.write_bytes(raw)
+    at = raw.index(b"\xe9")
+    with pytest.raises(UserError, match=rf"line 3: not UTF-8 text \(invalid continuation byte at byte {at}\)"):
+        config.load_config(str(path))
+
+
+def test_spaces_inside_quotes_are_kept(tmp_path):
+    path = write(tmp_path, "[CLUSTER]\nDB_PASSWORD=' pa%ss wo\"rd '\n")
+    assert config.load_config(str(path)).db_password == ' pa%ss wo"rd '
+
+
 def test_a_password_that_starts_with_a_comment_sign_is_kept_when_quoted(tmp_path):
     """As dwh.cfg.example says: unquoted, a value that starts with # or ; is a comment."""
     cfg = config.load_config(str(write(tmp_path, '[CLUSTER]\nHOST=db.example.org\nDB_PASSWORD="#abc;d" ; mine\n')))
@@ -157,6 +185,13 @@ def test_relative_local_paths_are_relative_to_the_config_file(tmp_path, monkeypa
     ("[ETL]\nMAX_ERRORS=-1\n", r"\[ETL\] MAX_ERRORS must be between 0 and"),
     # each source opens WORKERS connections at once: 2 x 64 and the transform's passed a server's 100
     ("[ETL]\nWORKERS=33\n", r"\[ETL\] WORKERS must be between 0 and 32, not 33"),
+    # merged silently, the later one winning (and setup's write-back going to the first)
+    ("[cluster]\nHOST=''\n[CLUSTER]\nDB_USER=me\n", r"section \[CLUSTER\] appears twice \(in any case\)"),
+    # an indented key joined the value above: HOST 'DB_NAME=dwh'
+    ("[CLUSTER]\nHOST=\n  DB_NAME=dwh\n", r"\[CLUSTER\] HOST: its value goes on to an indented line below"),
+    # pasted from the console: taken for a PostgreSQL host named '...:5439/dev'
+    ("[CLUSTER]\nHOST=dwh.abc123xyz.us-west-2.redshift.amazonaws.com:5439/dev\n",
+     r"HOST is 'dwh.abc.*:5439/dev', an endpoint with its port: put the host name alone in HOST"),
 ])
 def test_bad_configuration_is_one_clear_error(tmp_path, text, message):
     path = tmp_path / "missing.cfg" if text is None else write(tmp_path, text)
@@ -236,17 +271,51 @@ def test_the_example_documents_every_key_a_script_reads():
     assert {s: set(keys) for s, keys in example.items()} == {s: set(keys) for s, keys in config.KNOWN_KEYS.items()}
 
 
+@pytest.mark.parametrize("text, read", [
+    ("[CLUSTER]\nHOST=# filled in by setup_cluster.py\nDB_PORT=;default\n", "HOST"),
+    ("[CLUSTER]\nHOST=''\n[S3]", "REGION"),  # a header on the last line, no newline after it
+])
+def test_write_back_reads_back_as_written(tmp_path, text, read):
+    """The value was glued to a comment that began the old one (HOST=new# ..., DB_PORT=5439;default),
+    or a key to a header on the file's last line ([S3]REGION=...)."""
+    path = write(tmp_path, text)
+    config.update_file(path, {("CLUSTER", "HOST"): HOST, ("CLUSTER", "DB_PORT"): "5439", ("S3", "REGION"): "us-west-2"})
+    cfg = config.load_config(str(path), uses=("warehouse",))
+    assert (cfg.host, cfg.port, cfg.data_region) == (HOST, 5439, "us-west-2"), path.read_text()
+
+
 @pytest.mark.parametrize("setting", ["[IAM_ROLE]\nARN = <your role arn>\n",
                                      "[S3]\nLOG_JSONPATH = data/log_json_path.json\n",
                                      "[ETL]\nMAX_ERRORS = many\n",
                                      "[DWH]\nDWH_NUM_NODES = four\n"])
 def test_a_setting_a_script_does_not_use_does_not_stop_it(tmp_path, setting):
     """analytics.py and create_tables.py read the warehouse's settings only; etl.py also the
-    sources' (and stops on a bad one), setup_cluster.py everything."""
+    sources', the role and [ETL] (and stops on a bad one); all of them together, everything."""
     path = write(tmp_path, setting)
     assert config.load_config(str(path), uses=("warehouse",)).embedded
     with pytest.raises(UserError, match=r"ARN|LOG_JSONPATH|MAX_ERRORS|DWH_NUM_NODES"):
         config.load_config(str(path))
+
+
+@pytest.mark.parametrize("script, text, not_said", [
+    # teardown reads the cluster's settings and AWS's only: a bad MAX_ERRORS kept the cluster running
+    ("teardown_cluster.py", "[ETL]\nMAX_ERRORS=10k\n", "MAX_ERRORS"),
+    ("teardown_cluster.py", "[CLUSTER]\nHOST=x.redshift.amazonaws.com\n[IAM_ROLE]\nARN=''\n", "ARN"),
+    # setup fills HOST and ARN: it was told to run itself first to fill them
+    ("setup_cluster.py", "[CLUSTER]\nHOST=''\nENGINE=redshift\n[IAM_ROLE]\nARN=''\n", "HOST is empty"),
+])
+def test_the_cluster_scripts_check_only_what_they_use(tmp_path, script, text, not_said):
+    """Each goes on to its own first check (no password, no region), which needs no AWS call."""
+    out = run_script(script, "--config", str(write(tmp_path, text)), *["--yes"] * (script == "teardown_cluster.py"))
+    assert out.returncode == 1 and not_said not in out.stderr, out.stderr
+    assert "password" in out.stderr or "region" in out.stderr, out.stderr
+
+
+def test_etl_checks_the_region_it_uses(tmp_path):
+    """[AWS] REGION (the S3 client's, and COPY's when [S3] REGION is unset) was left unchecked and dropped."""
+    path = write(tmp_path, "[AWS]\nREGION=US-West-2\n")
+    with pytest.raises(UserError, match=r"\[AWS\] REGION must be a region name"):
+        config.load_config(str(path), uses=("warehouse", "sources", "role", "etl"))
 
 
 def test_analytics_runs_with_a_placeholder_arn_and_etl_names_it(warehouse, tmp_path):

@@ -18,7 +18,7 @@ import etl
 import redshift_rules as rules
 import sql_queries
 from config import Config
-from conftest import ROOT, emulated_course_bucket, event, query, run_script, song
+from conftest import ROOT, SAMPLE_LOGS, emulated_course_bucket, event, query, run_script, song
 from errors import UserError
 
 HOST = "dwhcluster.c0nstant.us-west-2.redshift.amazonaws.com"  # no cluster behind it
@@ -375,6 +375,40 @@ def normal(statements):
     """The statements but transaction control, and the run's etl_runs row (its times and counts differ)."""
     return collections.Counter(" ".join(s.split()) for s in statements
                                if s not in ("BEGIN", "COMMIT", "ROLLBACK") and "etl_runs" not in s)
+
+
+def windows(sql):
+    """The text inside each OVER (...) of a statement."""
+    found, start = [], sql.find("OVER (")
+    while start != -1:
+        depth, i = 0, start + len("OVER ")
+        while True:
+            depth += {"(": 1, ")": -1}.get(sql[i], 0)
+            i += 1
+            if depth == 0:
+                break
+        found.append(sql[start:i])
+        start = sql.find("OVER (", i)
+    return found
+
+
+def test_no_window_orders_by_a_string_literal():
+    assert rules.WINDOW_ORDER_BY_TAKES_NO_STRING_LITERAL
+    statements = sql_queries.transform_queries("redshift") + [q for _, q in sql_queries.load_checks("redshift")]
+    over = [w for q in statements for w in windows(q)]
+    assert over and not [w for w in over if "'" in w]
+
+
+def test_a_dry_run_renders_paths_that_are_not_ascii(tmp_path):
+    """The paths were quoted as Latin-1 with no connection: 'unexpected UnicodeDecodeError'."""
+    folder = tmp_path / "ünï cödé"
+    (folder / "log_data").mkdir(parents=True)
+    first = sorted(SAMPLE_LOGS.rglob("*.json"))[0]
+    (folder / "log_data" / "é.json").write_bytes(first.read_bytes())
+    (folder / "dwh.cfg").write_text("[S3]\nLOG_DATA=log_data\n")
+    out = run_script("etl.py", "--config", str(folder / "dwh.cfg"), "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "é.json" in out.stdout
 
 
 def test_postgres_dry_run_is_what_a_first_and_a_later_load_run(warehouse, monkeypatch):

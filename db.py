@@ -73,6 +73,7 @@ def embedded_uri(data_dir):
             server.cleanup()
             _without_checksums(server)
             server = embedded_server(data_dir)
+        _close_tcp_of_the_dead(server)
     except UserError:
         raise
     except OSError as e:
@@ -224,10 +225,11 @@ def _tune_for_bulk_loads(uri):
 # host lines included) and started with `-h ""` on its command line, which no configuration
 # file overrides: no TCP at all. To serve TCP it is restarted with -h and -p, after pg_hba.conf
 # lets no one but the reader in over TCP (lines first in the file: the first that matches
-# decides), with scram-sha-256 and a password made for the session. On exit the password is
+# decides), with scram-sha-256 and a password made for the session. On exit (or, if it was
+# killed outright, when the next script joins the server: _close_tcp_of_the_dead) the password is
 # NULL and the reader's lines are gone; the reject lines stay, so a server still listening
 # (another script kept it running) lets no one in over TCP, nor ever could through initdb's.
-SESSION_ONLY = "  # analytics.py --serve --port: this session's"
+SESSION_ONLY = "  # analytics.py --serve --port: this session's (pid {pid})"  # who serves it
 NO_TCP = "  # analytics.py --serve --port: no other login over TCP"
 TCP_READER = ["host all {reader} 127.0.0.1/32 scram-sha-256", "host all {reader} ::1/128 scram-sha-256"]
 TCP_REJECT = ["host all all all reject", "host replication all all reject"]
@@ -306,11 +308,29 @@ def _write_hba(server, reader):
     (its owner is the server's user)."""
     hba = server.pgdata / "pg_hba.conf"
     with open(hba, "r+") as f:
-        kept = [line for line in f.read().splitlines() if not line.endswith((SESSION_ONLY, NO_TCP))]
-        ours = [line.format(reader=sql_queries.READER_ROLE) + SESSION_ONLY for line in TCP_READER] * reader
+        kept = [line for line in f.read().splitlines() if not _ours(line)]
+        ours = [line.format(reader=sql_queries.READER_ROLE) + SESSION_ONLY.format(pid=os.getpid())
+                for line in TCP_READER] * reader
         f.seek(0)
         f.write("\n".join(ours + [line + NO_TCP for line in TCP_REJECT] + kept) + "\n")
         f.truncate()
+
+
+def _ours(line):
+    return line.endswith(NO_TCP) or SESSION_ONLY.split(" (pid")[0] in line
+
+
+def _close_tcp_of_the_dead(server):
+    """A --serve --port killed outright (SIGKILL) left the reader's TCP login open, its session's
+    password valid, while the server ran on: closed by the next script that joins the server."""
+    try:
+        lines = (server.pgdata / "pg_hba.conf").read_text().splitlines()
+    except OSError:
+        return
+    pids = {int(m.group(1)) for line in lines if (m := re.search(r"\(pid (\d+)\)$", line)) and _ours(line)}
+    if pids and not any(_alive(p) for p in pids):
+        log.info("closing the reader's TCP login of a --serve --port that ended without closing it")
+        _close_tcp(server)
 
 
 def _restart(server, options):

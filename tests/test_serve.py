@@ -196,6 +196,24 @@ def test_over_tcp_only_the_reader_with_the_session_password_may_read(sample):
         db.embedded_server(data_dir).cleanup()
 
 
+def test_a_killed_serve_leaves_no_tcp_login_for_the_next_script(sample):
+    """kill -9 skipped the exit that closes TCP: the reader's lines and its session password stayed
+    (and the server listened on) until a later script stopped the server."""
+    cfg, data_dir = sample
+    serving = Serving(cfg, "--port", str(free_port()))
+    serving.process.kill()
+    serving.stop()
+    assert "this session's" in (data_dir / "pg_hba.conf").read_text()
+    out = run_script("analytics.py", "--config", str(cfg), "--section", "top-users")
+    assert out.returncode == 0, out.stderr
+    assert "this session's" not in (data_dir / "pg_hba.conf").read_text()
+    with psycopg2.connect(db.embedded_uri(data_dir)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = %s", (sql_queries.READER_ROLE,))
+        assert cur.fetchone() == (True,)
+    conn.close()
+    db.embedded_server(data_dir).cleanup()  # as the other tests found it: stopped
+
+
 def test_serve_is_for_the_embedded_server_only(tmp_path):
     cfg = tmp_path / "remote.cfg"
     cfg.write_text("[CLUSTER]\nHOST = warehouse.example.com\nDB_USER = analyst\nDB_NAME = dev\n")

@@ -8,6 +8,7 @@ be wrapped in quotes. Secrets never appear in repr() or in any message.
 import codecs
 import configparser
 import difflib
+import io
 import ipaddress
 import logging
 import os
@@ -155,10 +156,10 @@ def read_ini(path):
         raise UserError(f"{path}: cannot read configuration file ({e.strerror})") from None
     except UnicodeDecodeError as e:
         at = e.start + 3 * raw.startswith(codecs.BOM_UTF8)  # the decoder counts from after the BOM
-        line = raw[:at].count(b"\n") + 1
+        line = len(re.split(rb"\r\n|\r|\n", raw[:at]))
         raise UserError(f"{path}: line {line}: not UTF-8 text ({e.reason} at byte {at})") from None
     try:  # from None: the parser's own error shows the line, which may hold a password (-v prints it)
-        p.read_string(text, source=str(path))
+        p.read_file(io.StringIO(text, newline=None), source=str(path))  # \r\n and a lone \r end lines too
     except configparser.Error as e:
         raise UserError(f"{path}: {_ini_error(e)}") from None
     sections = {}
@@ -170,7 +171,8 @@ def read_ini(path):
             if "\n" in value:  # an indented line continues the value above: a key indented by mistake
                 raise UserError(f"{path}: [{name}] {key.upper()}: its value goes on to an indented line "
                                 "below; remove that line's indent")
-            merged[key.lower()] = unquote(split_comment(value)[0])
+            secret = (name.strip().upper(), key.lower()) in SECRET_KEYS  # a password keeps its edge spaces
+            merged[key.lower()] = unquote(split_comment(value)[0], keep_spaces=secret)
     return sections
 
 
@@ -214,11 +216,12 @@ def _key_of(line):
     return f"key {key.group(1)!r}" if key else "this line"
 
 
-def unquote(value):
-    """A value without its quotes; inside them, spaces at its edges are kept (a password's)."""
+def unquote(value, keep_spaces=False):
+    """A value without its quotes; inside them, spaces at its edges are kept if keep_spaces (a
+    password's), else dropped (a HOST with a space at its end is no Redshift endpoint)."""
     value = value.strip()
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1]
+        return value[1:-1] if keep_spaces else value[1:-1].strip()
     return value
 
 

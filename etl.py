@@ -425,7 +425,7 @@ def transform(cfg, conn, checks=None):
                 conn, "postgres", prepare_star_rows(cfg, pool, retry_of=first_try), checks, progress)
             seconds["star tables"] += first_seconds  # the step's time is both tries'
             return before, after, changed, seconds
-    except (UserError, psycopg2.Error):
+    except (UserError, psycopg2.Error, KeyboardInterrupt):
         with contextlib.suppress(psycopg2.Error):  # the connection may be what failed
             drop_scratch(conn)
         raise

@@ -100,8 +100,14 @@ def delete_role(iam, cfg):
 def teardown_provisioned(cfg, clients, final_snapshot, poll_seconds):
     redshift, ec2 = clients["redshift"], clients["ec2"]
     cluster = delete_cluster(redshift, cfg, final_snapshot, poll_seconds)
-    with aws_errors("finding the cluster's security group"):
-        group = cluster_security_group(ec2, cfg, cluster)
+    try:
+        with aws_errors("finding the cluster's security group"):
+            group = cluster_security_group(ec2, cfg, cluster)
+    except UserError as e:
+        if cluster is not None:
+            raise
+        log.info("no ingress rule to close: %s", e)  # the cluster is gone, and no group is known
+        group = None
     close_port(ec2, cfg, group)
 
 

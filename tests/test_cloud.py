@@ -140,6 +140,19 @@ def test_a_new_address_closes_the_old_one_and_teardown_closes_every_rule_it_made
     assert ingress_rules(aws) == ["192.0.2.1/32"]
 
 
+def test_teardown_of_a_cluster_already_gone_goes_on_without_a_security_group(aws, tmp_path, monkeypatch):
+    """With the cluster gone and no default VPC, no group is known: teardown stopped there
+    ('no security group to open'), its role kept and HOST not cleared: not safe to re-run."""
+    path = course_cfg(tmp_path)
+    setup(path)
+    def no_group(*args):
+        raise UserError("no security group to open: set [DWH] DWH_SECURITY_GROUP_ID")
+    teardown_cluster.teardown(config.load_config(str(path)), poll_seconds=0)
+    monkeypatch.setattr(teardown_cluster, "cluster_security_group", no_group)
+    teardown_cluster.teardown(config.load_config(str(path)), poll_seconds=0)  # again: all gone
+    assert "HOST=''" in path.read_text()
+
+
 def test_a_configured_security_group_is_the_one_the_cluster_has_and_opens(aws, tmp_path):
     """The port was opened on DWH_SECURITY_GROUP_ID while the cluster was made with the VPC's
     default group (aws_rules.VPC_SECURITY_GROUP_DEFAULT): unreachable."""

@@ -119,9 +119,19 @@ def test_a_byte_that_is_not_utf8_is_placed_by_line_and_byte_in_the_file(tmp_path
         config.load_config(str(path))
 
 
-def test_spaces_inside_quotes_are_kept(tmp_path):
-    path = write(tmp_path, "[CLUSTER]\nDB_PASSWORD=' pa%ss wo\"rd '\n")
-    assert config.load_config(str(path)).db_password == ' pa%ss wo"rd '
+def test_spaces_inside_quotes_are_kept_in_a_password_only(tmp_path):
+    """A password may start or end with a space; a HOST that ends with one is no Redshift endpoint."""
+    path = write(tmp_path, "[CLUSTER]\nDB_PASSWORD=' pa%ss wo\"rd '\nHOST='dwh.abc.us-west-2.redshift.amazonaws.com '\n")
+    cfg = config.load_config(str(path), uses=())
+    assert (cfg.db_password, cfg.engine) == (' pa%ss wo"rd ', "redshift")
+
+
+def test_a_file_with_old_mac_line_ends_is_read_line_by_line(tmp_path):
+    """A lone \\r ends a line (as update_file has it): read as one line, the file meant the embedded server."""
+    path = tmp_path / "dwh.cfg"
+    path.write_bytes(b"[CLUSTER]\rHOST=db.example.com\rDB_PORT=6543\r")
+    cfg = config.load_config(str(path), uses=("warehouse",))
+    assert (cfg.host, cfg.port) == ("db.example.com", 6543)
 
 
 def test_a_password_that_starts_with_a_comment_sign_is_kept_when_quoted(tmp_path):

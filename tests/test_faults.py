@@ -14,6 +14,7 @@ from botocore.stub import Stubber
 import config
 import db
 import etl
+import sql_queries
 from errors import UserError
 from conftest import ROOT, SAMPLE_LOGS, counts, keys, query, reset, run_script, sigint_as_at_a_terminal, star
 from sql_queries import LOADED_TABLES
@@ -197,6 +198,22 @@ def test_ctrl_c_before_any_query_stops_the_script(batches, script, args):
     if script == "etl.py":
         assert query(b, "SELECT status, error FROM etl_runs ORDER BY started_at DESC LIMIT 1") == [
             ("interrupted", "interrupted (Ctrl-C)")]
+
+
+def test_ctrl_c_in_a_preparing_connection_leaves_no_prepared_rows(batches, monkeypatch):
+    """A Ctrl-C seen first by a preparing connection (it may not commit, nor a new one open) went
+    past the clean-up, which caught only database and user errors: new_keys stayed on disk."""
+    _, b = batches
+    real = etl.prepare_table
+
+    def stopped(cfg, table, rank_repeats=True):
+        if table != "new_keys":
+            raise KeyboardInterrupt
+        return real(cfg, table, rank_repeats)
+    monkeypatch.setattr(etl, "prepare_table", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        etl.run_etl(b)
+    assert query(b, "SELECT relname FROM pg_class WHERE relname = ANY(%s)", (list(sql_queries.SCRATCH_TABLES),)) == []
 
 
 def test_second_run_waits_for_the_first_or_stops_by_option(warehouse):

@@ -196,7 +196,8 @@ class RepeatedEvent(Exception):
     before: no key saw it (its insert skipped the event), but the checks counted each copy."""
 
 
-def insert_star_tables(conn, engine="postgres", prepared=None, checks=None, progress=None, ranked=True):
+def insert_star_tables(conn, engine="postgres", prepared=None, checks=None, progress=None, ranked=True,
+                       before_commit=None):
     """Staging -> star tables and the checks, in one transaction; return (before, after,
     changed, seconds): row counts, and [(table, action, label, rows)] of the steps that update
     or delete. A failing check rolls it all back (UserError naming it and the rows found);
@@ -207,7 +208,8 @@ def insert_star_tables(conn, engine="postgres", prepared=None, checks=None, prog
     before the first step that reads it. Without it the scratch tables are made, and the
     checks run, here in this transaction (Redshift). progress: a StarProgress, which says
     every few seconds which step is running. ranked=False: the plays were prepared as if no
-    event repeated (RepeatedEvent if one did, unseen by the keys).
+    event repeated (RepeatedEvent if one did, unseen by the keys). before_commit(star): called
+    in the transaction, just before it commits, with (before, after, changed, {}).
     """
     started = time.monotonic()
     progress = progress or StarProgress()
@@ -240,6 +242,8 @@ def insert_star_tables(conn, engine="postgres", prepared=None, checks=None, prog
         for q in sql_queries.drop_scratch:
             cur.execute(q)
     after.update(db.row_counts(conn, ["load_errors"]))
+    if before_commit:
+        before_commit((before, after, changed, {}))
     committed = time.monotonic()
     conn.commit()
     log.debug("commit: %.2f s", time.monotonic() - committed)
@@ -394,12 +398,15 @@ def run_etl(cfg, max_errors=None, wait=True, s3=None, days=None):
                 conn.commit()
                 result.record_staging(load_staging(cfg, conn, sources, result.run_id, s3))
                 check_set_aside(conn, result.staged, result.run_id, max_errors)
-                result.record_star(transform(cfg, conn, result.checks))
+                # the run's row says succeeded in the star's own commit: a process killed just
+                # after it left a committed load marked interrupted
+                result.record_star(transform(cfg, conn, result.checks,
+                                             lambda star: history.succeeded_within(cfg, result, star, conn)))
     result.steps["total"] = time.monotonic() - started
     return result
 
 
-def transform(cfg, conn, checks=None):
+def transform(cfg, conn, checks=None, before_commit=None):
     """Staging -> star on PostgreSQL; returns insert_star_tables()'s result (the checks'
     outcomes into `checks`). The heavy SELECTs run on their own connections, one per core, and
     this one applies their results to the star tables as each is ready. The plays are first
@@ -411,7 +418,8 @@ def transform(cfg, conn, checks=None):
                                 thread_name_prefix="prepare") as pool, StarProgress(cfg, conn) as progress:
             first_try, started = prepare_star_rows(cfg, pool), time.monotonic()
             try:
-                return insert_star_tables(conn, "postgres", first_try, checks, progress, ranked=False)
+                return insert_star_tables(conn, "postgres", first_try, checks, progress, ranked=False,
+                                          before_commit=before_commit)
             except (psycopg2.errors.UniqueViolation, RepeatedEvent) as e:
                 key = getattr(e, "diag", None)
                 if key is not None and key.constraint_name not in sql_queries.REPEAT_KEYS:
@@ -422,7 +430,8 @@ def transform(cfg, conn, checks=None):
                 first_seconds = time.monotonic() - started
             # Only after a repeat; outside the except, so that its own error stands alone.
             before, after, changed, seconds = insert_star_tables(
-                conn, "postgres", prepare_star_rows(cfg, pool, retry_of=first_try), checks, progress)
+                conn, "postgres", prepare_star_rows(cfg, pool, retry_of=first_try), checks, progress,
+                before_commit=before_commit)
             seconds["star tables"] += first_seconds  # the step's time is both tries'
             return before, after, changed, seconds
     except (UserError, psycopg2.Error, KeyboardInterrupt):

@@ -8,6 +8,7 @@ it (killed outright, its machine lost), since a live run would hold the lock: it
 interrupted. At the end the row says succeeded, or failed with its error (its lines joined into
 one, after the rollback), or interrupted (Ctrl-C, or SIGTERM)."""
 import contextlib
+import copy
 import json
 import logging
 from datetime import datetime, timezone
@@ -63,8 +64,17 @@ def start(cfg, result):
             "sources": json.dumps({s: {"location": getattr(cfg, s)} for s in staging.SOURCES})})
 
 
-def finish(cfg, result, status, error=None):
-    """Update the run's row: how it ended and what it did."""
+def succeeded_within(cfg, result, star, conn):
+    """Mark the run succeeded, with what it did, on the load's connection, in the transaction
+    about to commit its star tables (recorded() writes the same again after the commit). On a
+    copy of the result: if the commit fails, the row is failed, with no counts of this try."""
+    done = copy.deepcopy(result)
+    done.record_star(star)
+    finish(cfg, done, "succeeded", conn=conn)
+
+
+def finish(cfg, result, status, error=None, conn=None):
+    """Update the run's row: how it ended and what it did (on conn if given, else on its own)."""
     sources = {s: {"location": getattr(cfg, s)} for s in staging.SOURCES}
     for r in result.staged:
         sources[r.source].update(files=r.files, staged=r.loaded, set_aside=r.rejected)
@@ -73,7 +83,7 @@ def finish(cfg, result, status, error=None):
     for table, _, label, rows in result.changed:
         changes[table][label] = changes[table].get(label, 0) + rows
     n = quality.counts(result.checks)
-    with db.connection(cfg, autocommit=True) as conn, conn.cursor() as cur:
+    with (contextlib.nullcontext(conn) if conn else db.connection(cfg, autocommit=True)) as c, c.cursor() as cur:
         cur.execute(sql_queries.history_finish, {
             "run_id": result.run_id, "status": status, "finished_at": utc_now(),
             "files": sum(r.files for r in result.staged) if result.staged else None,

@@ -278,7 +278,9 @@ record_bytes BIGINT""", layout="all")
 # etl_runs: one row per etl.py run, kept by create_tables.py (unless --reset-history). Written on
 # its own connection, outside the load's transaction, so a rollback leaves it: inserted as
 # running once the run holds the ETL lock, updated when it ends (succeeded, failed with its error,
-# or interrupted); a run killed outright is marked interrupted by the next run (HISTORY_*).
+# or interrupted); on PostgreSQL also marked succeeded inside the star tables' transaction, so a
+# process killed after their commit leaves it true; a run killed outright is marked interrupted
+# by the next run (HISTORY_*).
 # Times are UTC. first_day/last_day: the log days loaded (NULL: every log file). sources,
 # star_changes and warnings are JSON text: per source its location, files, records staged and set
 # aside; per loaded table its rows added (and updated, matched, deleted); the warning checks.

@@ -5,6 +5,8 @@ the star step says every few seconds what it is doing."""
 import logging
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -13,7 +15,7 @@ import pytest
 import etl
 import redshift_rules
 import sql_queries
-from conftest import SAMPLE_LOGS, query, run_script, star
+from conftest import ROOT, SAMPLE_LOGS, query, run_script, star
 from errors import UserError
 from test_faults import BLOCKED_MID_TRANSFORM, batches, sigkill, stopped_at, table_locked, wait_until_rolled_back  # noqa: F401
 
@@ -102,6 +104,33 @@ def test_a_run_killed_outright_is_marked_interrupted_by_the_next(batches):
     first, killed, next_run = runs(b)
     assert (first[0], next_run[0]) == ("succeeded", "succeeded")
     assert killed[0] == "interrupted" and killed[8] == "ended without finishing (killed, or its connection lost)"
+
+
+# etl.py killed (os._exit: no clean-up) right after the star tables' commit, before the run's row
+# is written on its own connection.
+KILLED_AFTER_COMMIT = """
+import os, runpy, sys
+import history
+written = history.finish
+def finish(cfg, result, status, error=None, conn=None):
+    if conn is None and status == "succeeded":
+        os._exit(9)
+    return written(cfg, result, status, error, conn)
+history.finish = finish
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_a_run_killed_just_after_its_commit_is_recorded_succeeded(batches):
+    """Its row was written after the commit, on another connection: killed between the two, the
+    run that had committed its plays was marked interrupted."""
+    _, b = batches
+    done = subprocess.run([sys.executable, "-c", KILLED_AFTER_COMMIT, "etl.py", "--config", str(b.path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 9, done.stderr
+    [(status, plays_added)] = query(b, "SELECT status, plays_added FROM etl_runs ORDER BY started_at DESC LIMIT 1")
+    assert status == "succeeded" and plays_added > 0
 
 
 def test_a_waiting_run_does_not_mark_the_running_one(warehouse):

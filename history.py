@@ -1,8 +1,8 @@
-"""Run history: each etl.py run's row in etl_runs, written on a connection of its own (autocommit),
-outside the load's transaction, so that a rollback leaves it.
+"""Run history: each etl.py run's row in etl_runs, on its own autocommit connection so a rollback
+leaves it (PostgreSQL: 'succeeded' also in the load's commit).
 
 A run is recorded once it holds the ETL lock (a run stopped by its arguments, or before the
-tables exist, is not kept; one whose source or day is missing is, as failed). It inserts its
+tables exist, is not kept; on PostgreSQL, one missing a source or day is, as failed). It inserts its
 row as running; any other row still running then belongs to a run that ended without updating
 it (killed outright, its machine lost), since a live run would hold the lock: it is marked
 interrupted. At the end the row says succeeded, or failed with its error (its lines joined into

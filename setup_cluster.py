@@ -1,7 +1,7 @@
 """Create the Redshift warehouse described in dwh.cfg, safely: an IAM role that can read
 only the configured S3 prefixes, then an encrypted provisioned cluster (or, with
 DWH_CLUSTER_TYPE = serverless, a Redshift Serverless namespace and workgroup capped by a
-daily usage limit), private unless you name a CIDR. The whole configuration is checked
+daily usage limit), private unless you name a CIDR. Every setting it uses is checked
 before anything is created. Writes the endpoint, the role ARN, the connection settings and
 the data's region back into dwh.cfg. Safe to re-run: what exists is reused, a paused
 cluster is resumed."""

@@ -61,6 +61,8 @@ def _scan(text, backslash):
     while pos < len(text):
         m = _TOKENS[backslash].match(text, pos)
         tok, pos = m.group(), m.end()
+        if not ends and not first and tok not in ("(", "/*", ";") and not (tok.isspace() or tok.startswith("--")):
+            first = tok  # a dollar-quoted string too: no SELECT begins with one
         if tok == "/*":
             depth = 1
             while depth and pos < len(text):
@@ -70,15 +72,12 @@ def _scan(text, backslash):
         elif tok.startswith("$") and tok.endswith("$") and len(tok) > 1:
             close = text.find(tok, pos)
             pos, content = (len(text) if close < 0 else close + len(tok)), True
-            first = first or (tok if not ends else "")
         elif tok == ";":
             if content:
                 ends.append(m.start())
             content = False
         elif not (tok.isspace() or tok.startswith("--")):
             content = True
-            if not ends and not first and tok != "(":
-                first = tok
     return (ends + [len(text)] if content else ends), first
 
 

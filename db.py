@@ -48,9 +48,10 @@ class StoppableConnection(psycopg2.extensions.connection):
 RECORDER = None  # set by dry_run(): connect() hands out recording connections
 
 
-# initdb makes the postgres database last, with this OID since PostgreSQL 15 (template0 is 4): a
-# data directory that will not start without it is one whose initdb was killed (no start mends it).
-POSTGRES_DATABASE_OID = "5"
+# "A file recording the command-line options the server was last started with" (PostgreSQL
+# manual, Database File Layout, Contents of PGDATA): a data directory that will not start and has
+# none never had its server start: its creation (initdb, then the first start) was cut short.
+STARTED_ONCE = "postmaster.opts"
 
 
 def embedded_uri(data_dir):
@@ -79,9 +80,9 @@ def embedded_uri(data_dir):
     except OSError as e:
         raise UserError(f"cannot create the embedded database in {data_dir}: {e.strerror or e}")
     except Exception as e:
-        if (data_dir / "PG_VERSION").exists() and not (data_dir / "base" / POSTGRES_DATABASE_OID).exists():
+        if (data_dir / "PG_VERSION").exists() and not (data_dir / STARTED_ONCE).exists():
             raise UserError(f"[LOCAL] DATA_DIR {data_dir} is a database whose creation was interrupted "
-                            f"(it has no postgres database); delete it (rm -rf {data_dir.resolve()}) and run again")
+                            f"(its server never started); delete it (rm -rf {data_dir.resolve()}) and run again")
         raise UserError(f"the embedded PostgreSQL in {data_dir} did not start ({type(e).__name__}); "
                         f"its log is {data_dir / 'log'}")
     return _with_port(server, server.get_uri())
@@ -229,7 +230,8 @@ def _tune_for_bulk_loads(uri):
 # killed outright, when the next script joins the server: _close_tcp_of_the_dead) the password is
 # NULL and the reader's lines are gone; the reject lines stay, so a server still listening
 # (another script kept it running) lets no one in over TCP, nor ever could through initdb's.
-SESSION_ONLY = "  # analytics.py --serve --port: this session's (pid {pid})"  # who serves it
+SESSION_ONLY = "  # analytics.py --serve --port: this session's"
+SERVED_BY = " (pid {pid})"  # after SESSION_ONLY: the process serving it
 NO_TCP = "  # analytics.py --serve --port: no other login over TCP"
 TCP_READER = ["host all {reader} 127.0.0.1/32 scram-sha-256", "host all {reader} ::1/128 scram-sha-256"]
 TCP_REJECT = ["host all all all reject", "host replication all all reject"]
@@ -309,7 +311,7 @@ def _write_hba(server, reader):
     hba = server.pgdata / "pg_hba.conf"
     with open(hba, "r+") as f:
         kept = [line for line in f.read().splitlines() if not _ours(line)]
-        ours = [line.format(reader=sql_queries.READER_ROLE) + SESSION_ONLY.format(pid=os.getpid())
+        ours = [line.format(reader=sql_queries.READER_ROLE) + SESSION_ONLY + SERVED_BY.format(pid=os.getpid())
                 for line in TCP_READER] * reader
         f.seek(0)
         f.write("\n".join(ours + [line + NO_TCP for line in TCP_REJECT] + kept) + "\n")
@@ -317,7 +319,7 @@ def _write_hba(server, reader):
 
 
 def _ours(line):
-    return line.endswith(NO_TCP) or SESSION_ONLY.split(" (pid")[0] in line
+    return line.endswith(NO_TCP) or SESSION_ONLY in line
 
 
 def _close_tcp_of_the_dead(server):
@@ -327,7 +329,7 @@ def _close_tcp_of_the_dead(server):
         lines = (server.pgdata / "pg_hba.conf").read_text().splitlines()
     except OSError:
         return
-    pids = {int(m.group(1)) for line in lines if (m := re.search(r"\(pid (\d+)\)$", line)) and _ours(line)}
+    pids = {int(m.group(1)) for line in lines if SESSION_ONLY in line and (m := re.search(r"\(pid (\d+)\)$", line))}
     if pids and not any(_alive(p) for p in pids):
         log.info("closing the reader's TCP login of a --serve --port that ended without closing it")
         _close_tcp(server)

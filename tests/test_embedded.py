@@ -100,7 +100,7 @@ def test_a_data_directory_whose_creation_was_killed_says_how_to_mend_it(tmp_path
     cfg.write_text(f"[LOCAL]\nDATA_DIR = {data_dir}\n")
     out = run_script("etl.py", "--config", str(cfg))
     assert (out.returncode, out.stderr) == (1, f"etl.py: error: [LOCAL] DATA_DIR {data_dir} is a database whose "
-                                               f"creation was interrupted (it has no postgres database); delete it "
+                                               f"creation was interrupted (its server never started); delete it "
                                                f"(rm -rf {data_dir}) and run again\n")
 
 

@@ -169,7 +169,8 @@ def main(cfg, args):
         other = "--sql" if args.sql is not None else "--runs" if args.runs else "--quality"
         raise UserError(f"--html writes the report (or one --section), not {other}", exit_code=2)
     if args.csv and hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(newline="\n")  # as COPY writes it: Windows would make a field's \n \r\n
+        # as COPY writes it: UTF-8 (Windows writes a redirect in the ANSI code page), \n (not \r\n)
+        sys.stdout.reconfigure(encoding="utf-8", newline="\n")
     conn = open_reader(cfg)
     try:
         db.require_tables(conn, sql_queries.STAR_TABLES)
@@ -273,8 +274,8 @@ def add_arguments(p):
                         "role only, with a password made for the session")
     form = p.add_mutually_exclusive_group()
     form.add_argument("--csv", action="store_true",
-                      help="print CSV with a header row instead of tables (the whole report: each "
-                           "section after a '# title' line)")
+                      help="print CSV with a header row instead of tables, in UTF-8 as PostgreSQL's COPY "
+                           "writes it (the whole report: each section after a '# title' line)")
     form.add_argument("--html", metavar="FILE",
                       help="write the report as one self-contained HTML page (charts and tables) to FILE")
     p.add_argument("--no-chart", action="store_true",

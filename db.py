@@ -392,8 +392,8 @@ def _forget_dead_handles(data_dir):
 
 
 def _alive(pid):
-    if os.name == "nt":  # os.kill(pid, 0) sends Ctrl-C there: assume alive (nothing forgotten)
-        return True
+    if os.name == "nt":  # os.kill(pid, 0) would send Ctrl-C there (signal 0 is CTRL_C_EVENT)
+        return _alive_on_windows(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -401,6 +401,26 @@ def _alive(pid):
     except PermissionError:
         return True
     return True
+
+
+# Win32 (kernel32): OpenProcess, GetExitCodeProcess and their documented values.
+PROCESS_QUERY_LIMITED_INFORMATION, ERROR_ACCESS_DENIED, STILL_ACTIVE = 0x1000, 5, 259
+
+
+def _alive_on_windows(pid):
+    """A process that cannot be opened is gone, unless it is another user's (access denied); one
+    that can, runs until it has an exit code (a process that exits with 259 reads as running:
+    the safe side, it is never forgotten)."""
+    import ctypes
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    handle = kernel32.OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+    if not handle:
+        return ctypes.get_last_error() == ERROR_ACCESS_DENIED
+    try:
+        code = ctypes.c_ulong()
+        return not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value == STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def connect(cfg, autocommit=False, reader=False):

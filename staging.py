@@ -154,12 +154,12 @@ def discover_local(location, what):
         if root.is_symlink():
             raise UserError(f"{what}: broken symbolic link: {location} -> {os.readlink(root)}")
         raise UserError(f"{what}: no such file or directory: {location}")
-    files, skipped, seen_files, seen_dirs = [], [], set(), {_identity(os.stat(root))}
+    files, skipped, seen_files, seen_dirs = [], [], set(), {_identity(os.stat(root), root)}
     for folder, dirs, names in os.walk(root, onerror=_raise_walk_error, followlinks=True):
         prefix, kept = os.path.join(folder, ""), []  # the folder and its separator: joined once a folder
         for name in sorted(dirs):
             path = prefix + name
-            identity = None if name.startswith(".") else _identity(os.stat(path))
+            identity = None if name.startswith(".") else _identity(os.stat(path), path)
             if identity is None or identity in seen_dirs:  # hidden; or a link back up (a cycle) or across
                 skipped.append(path + os.sep)
             else:
@@ -176,17 +176,18 @@ def discover_local(location, what):
     return Found(files, skipped)
 
 
-def _identity(st):
-    """A file's device and inode (from its os.stat) as one number: a set of 200,000 pairs held
-    25 MB, of numbers 15."""
-    return st.st_dev << 64 | st.st_ino
+def _identity(st, path):
+    """A file's device and inode (from its os.stat) as one number (a set of 200,000 pairs held
+    25 MB, of numbers 15); an inode takes up to 128 bits (Windows on ReFS). Where the file system
+    gives none (0: "unique if non-zero", Python's os.stat_result), the file's real path."""
+    return st.st_dev << 128 | st.st_ino if st.st_ino else os.path.realpath(path)
 
 
 def local_file(path, what, seen):
     """A SourceFile for a local file, checked readable; None if seen before (through a link)."""
     try:
         st = os.stat(path)
-        identity = _identity(st)
+        identity = _identity(st, path)
         if identity in seen:
             return None
         seen.add(identity)

@@ -141,12 +141,22 @@ def test_a_lost_connection_says_why(loaded):
 
 def test_a_value_the_output_cannot_encode_is_one_line(loaded):
     """A stdout in cp1252 (a redirect on Windows) met an emoji: 'unexpected UnicodeEncodeError'."""
-    out = subprocess.run([sys.executable, str(ROOT / "analytics.py"), "--config", str(loaded.path), "--csv",
+    out = subprocess.run([sys.executable, str(ROOT / "analytics.py"), "--config", str(loaded.path),
                           "--sql", "SELECT 'plays 😀' AS x"], capture_output=True, text=True, cwd=ROOT,
                          timeout=120, env=dict(os.environ, PYTHONIOENCODING="cp1252"))
     assert out.returncode == 1
     assert out.stderr == ("analytics.py: error: cannot write '\\U0001f600' in cp1252: set PYTHONIOENCODING=utf-8 "
                           "(or run python -X utf8)\n")
+
+
+def test_csv_is_utf8_whatever_the_locale_encodes_a_redirect_in(loaded):
+    """On Windows a redirect is written in the ANSI code page (cp1252): 'é' became one byte the
+    UTF-8 that COPY writes does not have, and a character cp1252 lacks stopped the run."""
+    out = subprocess.run([sys.executable, str(ROOT / "analytics.py"), "--config", str(loaded.path), "--csv",
+                          "--sql", "SELECT 'Beyoncé 😀' AS x"], capture_output=True, cwd=ROOT,
+                         timeout=120, env=dict(os.environ, PYTHONIOENCODING="cp1252"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "x\nBeyoncé 😀\n".encode("utf-8")
 
 
 def test_html_needs_a_file_name(loaded):

@@ -106,6 +106,7 @@ def test_a_file_the_server_may_not_read_takes_the_copy_path(make_cfg, tmp_path, 
     assert any(str(private) in call for call in copy_path_calls)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc"), reason="the bench reads processes' memory from /proc (Linux)")
 def test_the_memory_sampler_finds_every_process_of_the_server(make_cfg):
     cfg = make_cfg()
     with db.connection(cfg) as conn:

@@ -3,7 +3,12 @@ version wrote others; and none of autovacuum's work on a load's prepared rows), 
 when it stopped under a process that had joined it, and a data directory from an older
 PostgreSQL refused in one line before anything starts."""
 import contextlib
+import ctypes
+import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -198,3 +203,42 @@ def test_a_full_server_is_said_so_in_one_line(make_cfg, monkeypatch):
     with pytest.raises(UserError, match="^cannot connect to .*: .*sorry, too many clients already$"):
         db.connect(cfg)
     assert cfg.data_dir in db.JOINED
+
+
+class Kernel32:
+    """kernel32 as its documentation answers, for this machine's processes: OpenProcess fails with
+    ERROR_INVALID_PARAMETER (87) for a process that does not exist; GetExitCodeProcess gives
+    STILL_ACTIVE (259) while it runs."""
+    last_error = 0
+
+    def __init__(self, name, use_last_error=False):
+        assert name == "kernel32" and use_last_error
+
+    def OpenProcess(self, access, inherit, pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            Kernel32.last_error = 87
+            return 0
+        return 4
+
+    def GetExitCodeProcess(self, handle, code):
+        code._obj.value = 259
+        return 1
+
+    def CloseHandle(self, handle):
+        return 1
+
+
+def test_a_killed_script_is_forgotten_on_windows_too(tmp_path, monkeypatch):
+    """On Windows every pid counted as alive: after one script closed by its window (no exit
+    handlers), the server was never stopped again, holding the data directory's files."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / ".handle_pids.json").write_text(json.dumps([os.getpid(), int(gone.stdout)]))
+    with monkeypatch.context() as windows:  # undone before the assert (pytest's report makes paths)
+        windows.setattr(os, "name", "nt")
+        windows.setattr(ctypes, "WinDLL", Kernel32, raising=False)
+        windows.setattr(ctypes, "get_last_error", lambda: Kernel32.last_error, raising=False)
+        db._forget_dead_handles(tmp_path)
+    assert json.loads((tmp_path / ".handle_pids.json").read_text()) == [os.getpid()]
+

@@ -256,6 +256,43 @@ def test_linked_folders_and_files_are_followed_once_and_json_matched_in_any_case
     assert [r.files for r in result.staged] == [1, 2]
 
 
+def linked_tree(tmp_path):
+    """Log files reached through a linked folder, a linked file, the same folder twice, and a cycle."""
+    real = tmp_path / "elsewhere"
+    write_events(real / "a.json", [event(itemInSession=0)])
+    write_events(tmp_path / "sub" / "c.json", [event(itemInSession=2)])
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "november").symlink_to(real)
+    (logs / "again").symlink_to(real)
+    (logs / "sub").symlink_to(tmp_path / "sub")
+    (real / "loop").symlink_to(logs)
+    return logs
+
+
+def test_a_file_system_without_inode_numbers_still_finds_each_file_once(tmp_path, monkeypatch):
+    """Where os.stat gives no inode (0: some network shares on Windows), every folder had the
+    root's identity: each was skipped as a link back up, and its files were not loaded."""
+    logs = linked_tree(tmp_path)
+    expected = sorted(os.path.realpath(f.path) for f in staging.discover_local(str(logs), "log files").files)
+    real_stat = os.stat
+
+    def no_inode(path, *args, **kwargs):
+        st = real_stat(path, *args, **kwargs)
+        return os.stat_result((st.st_mode, 0, st.st_dev) + tuple(st)[3:])
+    monkeypatch.setattr(os, "stat", no_inode)
+    found = sorted(os.path.realpath(f.path) for f in staging.discover_local(str(logs), "log files").files)
+    assert len(expected) == 2 and found == expected
+
+
+def test_two_files_whose_inodes_differ_past_64_bits_are_two_files():
+    """Windows gives 128-bit file ids on ReFS (os.stat, Python 3.12+): dev << 64 | ino made
+    (device 1, id 5) and (device 0, id 2**64 + 5) one file, and the second was skipped."""
+    def stat(dev, ino):
+        return os.stat_result((0o100644, ino, dev, 1, 0, 0, 10, 0, 0, 0))
+    assert staging._identity(stat(1, 5), "a.json") != staging._identity(stat(0, (1 << 64) | 5), "b.json")
+
+
 def test_a_broken_link_is_one_line_naming_it_and_staging_stays_as_it_was(warehouse, make_cfg, tmp_path):
     etl.run_etl(warehouse)
     write_events(tmp_path / "logs" / "a.json", [event()])

@@ -253,7 +253,7 @@ def print_quality(conn, engine, as_csv):
 def positive(text):
     if not text.isdigit() or int(text) == 0:
         raise argparse.ArgumentTypeError(f"must be a whole number > 0, not {text!r}")
-    return int(text)
+    return min(int(text), 2**63 - 1)  # past a bigint (the LIMIT's type): all of them anyway
 
 
 def add_arguments(p):

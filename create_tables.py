@@ -37,10 +37,12 @@ def confirm_drop(cfg, held):
     if not held:
         return
     what = ", ".join(f"{t} ({n:,} row{'s' * (n != 1)})" for t, n in held.items())
-    if not sys.stdin.isatty():
+    # asked on stderr, so that it shows when stdout goes to a file; the ETL lock is held meanwhile
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
         raise UserError(f"{cfg.describe()} holds data: {what}; run with --yes to drop it", exit_code=4)
-    print(f"{cfg.describe()} holds data: {what}.", file=sys.stderr)
-    answer = input("Drop every table and start empty? [y/N] ")
+    sys.stderr.write(f"{cfg.describe()} holds data: {what}.\nDrop every table and start empty? [y/N] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()  # "" at the end of input (Ctrl-D): no
     if answer.strip().lower() not in ("y", "yes"):
         raise UserError("nothing was dropped", exit_code=4)
 

@@ -551,9 +551,11 @@ def etl_lock(conn, wait=True):
         cur.execute(TRY_LOCK, (LOCK_KEY,))
         if not cur.fetchone()[0]:
             if not wait:
-                raise UserError("another etl.py run is loading this warehouse; try again when it has "
-                                "finished, or run without --no-wait to wait for it", exit_code=3)
-            log.info("another etl.py run is loading this warehouse; waiting for it to finish")
+                raise UserError("another etl.py run is loading this warehouse (or create_tables.py is "
+                                "resetting it); try again when it has finished, or run without --no-wait "
+                                "to wait for it", exit_code=3)
+            log.info("another etl.py run is loading this warehouse (or create_tables.py is resetting it); "
+                     "waiting for it to finish")
             cur.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
     try:
         yield

@@ -58,6 +58,11 @@ class EtlResult:
         self.after.update(after)
         self.steps.update(seconds)
 
+    def added(self, table):
+        """The rows the run added to a table: its change in rows, and the rows its steps deleted."""
+        deleted = sum(rows for t, action, _, rows in self.changed if t == table and action == "delete")
+        return self.after[table] - self.before[table] + deleted
+
 
 def new_run_id():
     """UTC time to the millisecond and the process: unique, also for runs one process makes."""
@@ -558,7 +563,7 @@ def summary(result):
     for table, action, label, rows in result.changed:
         changed.setdefault(table, []).append(f"{label} {'-' if action == 'delete' else '+'}{rows:,}")
     tables = [[t, f"{result.after[t]:,}",
-               f"{result.after[t] - result.before[t]:+,}" if t in result.before else "",
+               f"{result.added(t):+,}" if t in result.before else "",
                ", ".join(changed.get(t, []))]
               for t in sql_queries.TABLES if t in result.after]
     sources = "; ".join(f"{staging.SOURCES[r.source][0]} from {r.location}" for r in result.staged)
@@ -586,7 +591,7 @@ def columns(header, rows, align):
 def as_json(result):
     """The summary's facts as JSON."""
     return json.dumps({"run_id": result.run_id, "days": [str(d) for d in result.days], "steps": result.steps, "before": result.before,
-                       "after": result.after,
+                       "after": result.after, "added": {t: result.added(t) for t in result.before if t in result.after},
                        "changed": [{"table": t, "action": action, "counted_as": label, "rows": rows}
                                    for t, action, label, rows in result.changed],
                        "staged": [dict(dataclasses.asdict(r), empty=r.empty) for r in result.staged],
@@ -613,14 +618,15 @@ def load(cfg, args):
 
 def days_to_load(args):
     """The days of --date, or of --from to --to (both included), in order; None: every log file."""
+    # "given" is not None: an empty --date "$DAY" (its variable unset) is an error, not every day
     day, first, last = (getattr(args, name, None) for name in ("date", "from_day", "to_day"))
-    if day and (first or last):
+    if day is not None and (first is not None or last is not None):
         raise UserError("--date and --from/--to cannot be used together: one day, or a range", exit_code=2)
-    if day:
+    if day is not None:
         return [iso_day(day, "--date")]
-    if not (first or last):
+    if first is None and last is None:
         return None
-    if not (first and last):
+    if first is None or last is None:
         raise UserError("--from and --to go together: --from 2018-11-01 --to 2018-11-07 loads those 7 days", exit_code=2)
     first, last = iso_day(first, "--from"), iso_day(last, "--to")
     if first > last:

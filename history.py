@@ -78,7 +78,7 @@ def finish(cfg, result, status, error=None, conn=None):
     sources = {s: {"location": getattr(cfg, s)} for s in staging.SOURCES}
     for r in result.staged:
         sources[r.source].update(files=r.files, staged=r.loaded, set_aside=r.rejected)
-    changes = {t: {"added": result.after[t] - result.before[t]} for t in sql_queries.LOADED_TABLES
+    changes = {t: {"added": result.added(t)} for t in sql_queries.LOADED_TABLES
                if t in result.before and t in result.after}
     for table, _, label, rows in result.changed:
         changes[table][label] = changes[table].get(label, 0) + rows

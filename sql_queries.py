@@ -265,11 +265,12 @@ start_time      TIMESTAMP NOT NULL""",
 # load_errors: every record set aside by a load, so none is lost (PostgreSQL engine; Redshift
 # keeps its own in stl_load_errors). record is the whole record as text (bytes that are not
 # UTF-8 as U+FFFD, a NUL as \0: text cannot hold them); record_bytes its size in the file, so a
-# shorter record says it was cut; file and line_no say where the original is.
+# shorter record says it was cut; file and line_no say where the original is: a local path (Linux
+# allows 4,096 bytes) or s3://bucket/key (a key is up to 1,024 bytes).
 load_errors = Table("load_errors", "bookkeeping", """
 run_id       VARCHAR(64) NOT NULL,
 source       VARCHAR(16) NOT NULL,
-file         VARCHAR(1024) NOT NULL,
+file         VARCHAR(4096) NOT NULL,
 line_no      BIGINT,
 reason       VARCHAR(1024) NOT NULL,
 record       {record},
@@ -434,11 +435,15 @@ TOO_DEEP = f"length(x.line) - length(translate(x.line, '[{{', '')) > {JSON_BRACK
 def staging_rejects(table, raw):
     """Every record staging_cast() would fail on, with the first reason it fails. Its fields are
     read as the cast reads them, by json_to_record, as written (through jsonb 1.5e12 would read
-    as a whole number, which the cast refuses), each as text, then checked against its type;
-    jsonb says whether the record is JSON at all."""
+    as a whole number, which the cast refuses), each as text, then checked against its type.
+
+    Whether it is JSON at all, as the cast reads it: json's syntax, then the Unicode escapes that
+    json_to_record refuses as jsonb does (\\u0000, a lone surrogate). Not jsonb's numeric range:
+    the cast keeps a number as written, so 1e1000000 in a field it does not keep loads (with jsonb
+    here it was set aside, but only when another record of its file had failed)."""
     checks = [f"WHEN {TOO_DEEP} THEN 'more than {JSON_BRACKETS_MAX:,} [ and {{: too many to parse safely'",
-              "WHEN p.jb IS NULL THEN 'invalid JSON: ' || (pg_input_error_info(x.line, 'jsonb')).message",
-              "WHEN jsonb_typeof(p.jb) <> 'object' THEN 'not a JSON object but ' || jsonb_typeof(p.jb)"]
+              "WHEN p.problem IS NOT NULL THEN 'invalid JSON: ' || p.problem",
+              "WHEN json_typeof(p.jv) <> 'object' THEN 'not a JSON object but ' || json_typeof(p.jv)"]
     for _, key, sql_type, required in STAGING_FIELDS[table]:
         value = _field_value("r", key, sql_type)
         if required:
@@ -456,13 +461,26 @@ def staging_rejects(table, raw):
             f"SELECT id, reason FROM (\n"
             f"    SELECT x.id, CASE\n             {cases}\n           END AS reason\n"
             f"    FROM {raw} x CROSS JOIN LATERAL\n"
-            f"         (SELECT jb, CASE WHEN jsonb_typeof(jb) = 'object' THEN x.line::json END AS j\n"
-            f"          FROM (SELECT CASE WHEN {TOO_DEEP} THEN NULL\n"
-            f"                            WHEN pg_input_is_valid(x.line, 'jsonb') THEN x.line::jsonb END AS jb\n"
-            f"                OFFSET 0) v OFFSET 0) p,\n"
+            f"         (SELECT problem, jv, CASE WHEN json_typeof(jv) = 'object' THEN jv END AS j\n"
+            f"          FROM (SELECT problem, CASE WHEN problem IS NULL THEN x.line::json END AS jv\n"
+            f"                FROM (SELECT CASE WHEN {TOO_DEEP} THEN 'too deep'\n"
+            f"                                  WHEN NOT pg_input_is_valid(x.line, 'json') THEN {_input_error('json')}\n"
+            f"                                  WHEN NOT pg_input_is_valid(x.line, 'jsonb') THEN {_input_error('jsonb', ignore=NUMERIC_OUT_OF_RANGE)}\n"
+            f"                             END AS problem OFFSET 0) v OFFSET 0) w OFFSET 0) p,\n"
             f"         json_to_record(p.j) AS r({as_text})\n"
             f"    WHERE {NOT_BLANK}\n"
             f") c WHERE reason IS NOT NULL")
+
+
+NUMERIC_OUT_OF_RANGE = "22003"  # SQLSTATE: PostgreSQL manual, Appendix A, PostgreSQL Error Codes
+
+
+def _input_error(sql_type, ignore=None):
+    """Why x.line is not valid input for sql_type: the message and its detail (NULL for the
+    SQLSTATE `ignore`)."""
+    only = f" WHERE sql_error_code <> '{ignore}'" if ignore else ""
+    return (f"(SELECT message || COALESCE(': ' || detail, '') "
+            f"FROM pg_input_error_info(x.line, '{sql_type}'){only})")
 
 
 # Set-aside records into load_errors, with the file and line each came from.
@@ -590,7 +608,7 @@ LOAD_ERROR_TABLES = {
 # line_no say where the whole record is.
 _load_error_insert = """
 INSERT INTO load_errors (run_id, source, file, line_no, reason, record, record_bytes)
-SELECT %(run_id)s, %(source)s, LEFT(TRIM({file}), 1024), line_number,
+SELECT %(run_id)s, %(source)s, TRIM({file}), line_number,
        LEFT(TRIM({column}) || ': ' || TRIM({reason}), 1024), {line}, NULL
 FROM {table} WHERE {query} = %(query_id)s"""
 _load_error_first = """

@@ -25,6 +25,7 @@ import logging
 import os
 import queue
 import re
+import stat
 import threading
 import time
 import zlib
@@ -185,8 +186,16 @@ def _identity(st, path):
 
 def local_file(path, what, seen):
     """A SourceFile for a local file, checked readable; None if seen before (through a link)."""
+    if not path.isascii():
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8, which Python keeps as surrogates
+            raise UserError(f"{what}: {os.fsencode(path).decode('utf-8', 'backslashreplace')}: the file's name "
+                            "is not UTF-8, and the warehouse records each file by its name: rename it")
     try:
         st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read below, and the load
+            raise UserError(f"{what}: {path} is not a regular file")
         identity = _identity(st, path)
         if identity in seen:
             return None
@@ -321,7 +330,7 @@ def _open_raw(f, s3):
         from botocore.exceptions import ClientError
         bucket, key = split_s3(f.path)
         try:
-            return s3.get_object(Bucket=bucket, Key=key)["Body"]
+            return S3Body(s3.get_object(Bucket=bucket, Key=key)["Body"], f.path)
         except ClientError as e:
             raise UserError(f"cannot read {f.path}: {e.response.get('Error', {}).get('Code', e)}")
     try:
@@ -329,6 +338,24 @@ def _open_raw(f, s3):
     except OSError as e:
         raise UserError(f"cannot read {f.path}: {e.strerror}")
     return FileRange(body, f.start, f.size) if f.whole else body
+
+
+class S3Body:
+    """An S3 object's body whose read, if the connection breaks off, is one error naming it (the
+    COPY it feeds would say only that a read failed)."""
+
+    def __init__(self, body, path):
+        self.body, self.path = body, path
+
+    def read(self, size=-1):
+        from botocore.exceptions import BotoCoreError
+        try:
+            return self.body.read(None if size < 0 else size)
+        except (BotoCoreError, OSError) as e:
+            raise UserError(f"{self.path}: reading it from S3 failed ({e}); no star table was changed")
+
+    def close(self):
+        self.body.close()
 
 
 class FileRange:
@@ -382,6 +409,16 @@ def text_problem(data):
     return None
 
 
+def not_text(path, head):
+    """A whole file that is not UTF-8 text as its name says, from its first bytes: one error
+    naming it, rather than each of its lines set aside as a bad record."""
+    if head.startswith(b"\x1f\x8b") and not is_gzip(path):
+        raise UserError(f"{path}: gzip-compressed, but its name does not end in .gz: rename it "
+                        f"{os.path.basename(path)}.gz; no star table was changed")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UserError(f"{path}: UTF-16 text (its first bytes say so): save it as UTF-8; no star table was changed")
+
+
 _SPACE = re.compile(r"[ \t\r\n]*")
 
 
@@ -389,9 +426,10 @@ def json_records(data):
     """[(first line, bytes)] of each JSON value in a song file: one (the usual file), or
     several, one a line or concatenated, as Redshift's COPY reads them. Only the boundaries
     are found here; from the first text that does not parse, the rest of the file is one
-    record, which the database sets aside with its reason."""
-    text = data.decode("utf-8")
-    decoder, records, at, line = json.JSONDecoder(), [], 0, 1
+    record, which the database sets aside with its reason. Bytes that are not text (not UTF-8,
+    a NUL) stay in their record, to be set aside alone by the caller."""
+    text = data.decode("utf-8", "surrogateescape")
+    decoder, records, at, line = json.JSONDecoder(strict=False), [], 0, 1
     while True:
         start = _SPACE.match(text, at).end()
         if start == len(text):
@@ -405,7 +443,7 @@ def json_records(data):
         line += text.count("\n", start, at)
     if len(records) == 1:
         return [(records[0][0], data.strip())]
-    return [(n, record.encode()) for n, record in records]
+    return [(n, record.encode("utf-8", "surrogateescape")) for n, record in records]
 
 
 def opened(files, s3):
@@ -512,14 +550,15 @@ class RowStream:
         between are empty, so a row's number within its file is that line)."""
         data = read_whole(body, path)
         data = data.removeprefix(BOM)
+        not_text(path, data)
         if not data.strip():
             return  # an empty file is no record and no error
-        problem = text_problem(data)
-        if problem:
-            self._set_aside(path, data, 1, problem)
-            data = b""
         prefix, row = b"%d\t" % file_id, 1
-        for line_no, record in (json_records(data) if data else [(1, data)]):
+        for line_no, record in json_records(data):
+            problem = text_problem(record)
+            if problem:
+                self._set_aside(path, record, line_no, problem)
+                record = b""
             padding = (prefix + b"\n") * (line_no - row)
             self.rows += line_no - row + 1
             yield padding + prefix + copy_escape(record, newlines=True) + b"\n"
@@ -532,6 +571,7 @@ class RowStream:
             chunk = body.read(BLOCK)
             if first:
                 chunk, first = chunk.removeprefix(BOM), False
+                not_text(path, chunk)
             if not chunk:
                 break
             data = carry + chunk if carry else chunk

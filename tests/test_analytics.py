@@ -400,17 +400,34 @@ def test_create_tables_counts_rows_once_a_running_load_has_committed(make_cfg, m
     assert refused.value.exit_code == 4 and table(cfg, "users")
 
 
-@pytest.mark.parametrize("answer, code", [("n", 4), ("y", 0)])
-def test_create_tables_asks_at_a_terminal(loaded, answer, code):
+def at_a_terminal(cfg, typed):
+    """create_tables.py with stdin and stderr a terminal and stdout a pipe (as with `> log`), sent
+    the keys typed: (exit code, what the terminal showed, stdout)."""
     controller, terminal = pty.openpty()
-    p = subprocess.Popen([sys.executable, "create_tables.py", "--config", str(loaded.path)], cwd=ROOT,
-                         stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    os.write(controller, answer.encode() + b"\n")
-    out, err = p.communicate(timeout=60)
-    os.close(controller), os.close(terminal)
-    assert p.returncode == code, err
-    assert "holds data: songplays (2 rows)" in err and "Drop every table and start empty? [y/N]" in out
-    assert bool(table(loaded, "users")) == (answer == "n")
+    p = subprocess.Popen([sys.executable, "create_tables.py", "--config", str(cfg.path)], cwd=ROOT,
+                         stdin=terminal, stdout=subprocess.PIPE, stderr=terminal, text=True)
+    os.write(controller, typed)
+    out, _ = p.communicate(timeout=60)
+    os.close(terminal)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once the terminal is closed and read to the end
+        while chunk := os.read(controller, 4096):
+            shown += chunk
+    os.close(controller)
+    return p.returncode, shown.decode(), out
+
+
+@pytest.mark.parametrize("typed, code", [(b"n\n", 4), (b"y\n", 0), (b"\x04", 4)], ids=["no", "yes", "ctrl-d"])
+def test_create_tables_asks_at_a_terminal(loaded, typed, code):
+    """The question went to stdout (unseen when it was redirected) while the script waited; Ctrl-D
+    was 'unexpected EOFError'."""
+    returncode, shown, out = at_a_terminal(loaded, typed)
+    assert returncode == code, shown
+    assert "holds data: songplays (2 rows)" in shown and "Drop every table and start empty? [y/N]" in shown
+    assert "Drop every table" not in out
+    assert bool(table(loaded, "users")) == (code == 4)
+    if code == 4:
+        assert "create_tables.py: error: nothing was dropped" in shown
 
 
 def test_create_tables_asks_nothing_of_an_empty_or_new_warehouse(make_cfg):

@@ -1,6 +1,7 @@
 """Plays match the whole catalogue loaded so far: a play whose song file comes in a later load
 is matched then, a new day's play of a song loaded earlier gets its ids, and a re-run changes
 nothing. Both engines' paths run the same statements (Redshift's in one session)."""
+import json
 import re
 
 import db
@@ -58,6 +59,22 @@ def test_plays_loaded_before_their_song_are_matched_when_it_arrives(make_cfg, tm
     result = etl.run_etl(full)  # a re-run: nothing new to match, nothing changes
     assert loaded(full) == again
     assert ("songplays", "update", "matched", 0) in result.changed
+
+
+def test_a_load_that_matches_waiting_plays_says_how_many_it_added_too(make_cfg, tmp_path):
+    """A load added 2 waiting plays and matched 1: the summary and the run history said +1 added
+    (the table's change in rows), not the 2 rows the load added."""
+    waiting = source(make_cfg, tmp_path, "waiting", [play(B, 1)], [A])
+    later = source(make_cfg, tmp_path, "later", [play(B, 1), play(C, 2, ts=TS + 1000), play(C, 3, ts=TS + 2000)], [A, B])
+    reset(waiting)
+    etl.run_etl(waiting)
+    result = etl.run_etl(later)
+    assert ("unmatched_plays", "delete", "matched", 1) in result.changed
+    assert result.added("unmatched_plays") == 2
+    row = next(line.split() for line in etl.summary(result).splitlines() if line.startswith("unmatched_plays"))
+    assert row[:5] == ["unmatched_plays", "2", "+2", "matched", "-1"]
+    [(changes,)] = query(later, "SELECT star_changes FROM etl_runs ORDER BY started_at DESC LIMIT 1")
+    assert json.loads(changes)["unmatched_plays"] == {"added": 2, "matched": 1}
 
 
 def test_a_new_days_play_of_a_song_loaded_earlier_gets_its_ids(make_cfg, tmp_path):

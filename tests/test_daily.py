@@ -70,6 +70,9 @@ def test_a_day_without_a_log_file_is_one_clear_line_and_changes_nothing(warehous
     (["--from", "2018-11-07", "--to", "2018-11-01"], "--from 2018-11-07 is after --to 2018-11-01"),
     (["--from", "2018-11-01"], "--from and --to go together: --from 2018-11-01 --to 2018-11-07 loads those 7 days"),
     (["--to", "2018-11-01"], "--from and --to go together: --from 2018-11-01 --to 2018-11-07 loads those 7 days"),
+    # a cron line's --date "$DAY" with DAY unset: it loaded every log file
+    (["--date", ""], "--date must be a date as YYYY-MM-DD, not ''"),
+    (["--from", "", "--to", "2018-11-01"], "--from must be a date as YYYY-MM-DD, not ''"),
 ])
 def test_wrong_dates_are_one_line_each(make_cfg, args, message):
     cfg = make_cfg()

@@ -39,6 +39,8 @@ def test_a_day_then_a_range_are_two_runs_listed_with_their_days_and_counts(wareh
     assert newest.split()[1:9] == ["succeeded", "2018-11-01", "to", "2018-11-30", "101", "8127", "0", "6464"]
     assert oldest.split()[1:7] == ["succeeded", "2018-11-05", "72", "479", "0", "356"]
     assert run_script("analytics.py", "--config", str(warehouse.path), "--runs", "1").stdout.count("\n") == 3
+    # more than a bigint: every run ('unexpected NumericValueOutOfRange')
+    assert run_script("analytics.py", "--config", str(warehouse.path), "--runs", "9" * 20).stdout == out.stdout
 
 
 def test_a_run_over_the_error_limit_is_failed_with_its_error_and_changes_nothing(warehouse, make_cfg, tmp_path):

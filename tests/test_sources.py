@@ -1,5 +1,6 @@
 """Source files as they come: folders, hidden copies, line endings, pretty-printed songs, any
 text, and S3 prefixes."""
+import gzip
 import json
 import os
 import subprocess
@@ -8,6 +9,8 @@ import threading
 import time
 
 import boto3
+import botocore.response
+from botocore.exceptions import ResponseStreamingError
 import pytest
 from moto import mock_aws
 
@@ -344,6 +347,101 @@ def test_a_song_file_of_several_records_gives_a_row_each_and_bad_ones_by_line(ma
         "SG1", "SG2", "SL0", "SL1", "SL2", "SM1", "SM3", "SP1", "SP2"]
     assert query(cfg, "SELECT file, line_no, left(reason, 13) FROM load_errors ORDER BY 2") == [
         (str(bad), 2, 'field "year":'), (str(bad), 5, "invalid JSON:")]
+
+
+@pytest.mark.parametrize("bad_bytes", [b"\xe9", b"\x00"], ids=["latin-1", "NUL"])
+def test_a_byte_that_is_not_text_sets_aside_its_record_not_the_songs_around_it(make_cfg, tmp_path, bad_bytes):
+    """One such byte in a song file of several records set the whole file aside, counted as one
+    record at line 1: the good songs beside it were never loaded."""
+    songs = tmp_path / "songs"
+    bad = write_song(songs / "three.json", (json.dumps(song(song_id="S1")) + "\n"
+                                            + json.dumps(song(song_id="S2", title="Caf_")).replace("_", "{}") + "\n"
+                                            + json.dumps(song(song_id="S3"))).encode().replace(b"{}", bad_bytes))
+    write_events(tmp_path / "logs" / "e.json", [event()])
+    cfg = make_cfg(songs=songs, logs=tmp_path / "logs", max_errors=1)
+    reset(cfg)
+    staged = {r.source: (r.loaded, r.rejected) for r in etl.run_etl(cfg).staged}
+    assert query(cfg, "SELECT song_id FROM staging_songs ORDER BY 1") == [("S1",), ("S3",)]
+    assert query(cfg, "SELECT file, line_no FROM load_errors") == [(str(bad), 2)]
+    assert staged["song_data"] == (2, 1)
+
+
+def one_line_error(cfg):
+    """etl.py's exit code and its error, which must be one line (after the progress lines)."""
+    out = run_script("etl.py", "--config", str(cfg.path), timeout=60)
+    lines = out.stderr.splitlines(keepends=True)
+    errors = [i for i, line in enumerate(lines) if line.startswith("etl.py: error: ")]
+    assert errors and errors[0] == len(lines) - 1, out.stderr
+    return out.returncode, lines[-1]
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line_naming_it(make_cfg, tmp_path):
+    """It was 'cannot write '\\udce9' in utf-8: set PYTHONIOENCODING=utf-8', which did not help."""
+    logs = tmp_path / "logs"
+    write_events(logs / "ok.json", [event()])
+    os.rename(logs / "ok.json", os.fsencode(logs) + b"/caf\xe9.json")
+    cfg = make_cfg(logs=logs)
+    reset(cfg)
+    assert one_line_error(cfg) == (1, f"etl.py: error: [S3] LOG_DATA: {logs}/caf\\xe9.json: the file's name is not UTF-8, "
+                                      "and the warehouse records each file by its name: rename it\n")
+
+
+def test_a_fifo_named_json_is_one_line_not_a_wait_for_ever(make_cfg, tmp_path):
+    logs = tmp_path / "logs"
+    write_events(logs / "ok.json", [event()])
+    os.mkfifo(logs / "pipe.json")
+    cfg = make_cfg(logs=logs)
+    reset(cfg)
+    assert one_line_error(cfg) == (1, f"etl.py: error: [S3] LOG_DATA: {logs}/pipe.json is not a regular file\n")
+
+
+@pytest.mark.parametrize("whose", ["log_data", "song_data"])
+def test_a_gzipped_file_not_named_gz_is_one_line_naming_it(make_cfg, tmp_path, whose):
+    """Its bytes were set aside as bad records ('NUL byte', 'invalid UTF-8'), never saying why."""
+    logs, songs = tmp_path / "logs", tmp_path / "songs"
+    write_events(logs / "e.json", [event()])
+    write_song(songs / "s.json", song())
+    path = logs / "e.json" if whose == "log_data" else songs / "s.json"
+    path.write_bytes(gzip.compress(path.read_bytes()))
+    cfg = make_cfg(songs=songs, logs=logs, max_errors=100)
+    reset(cfg)
+    assert one_line_error(cfg) == (1, f"etl.py: error: {path}: gzip-compressed, but its name does not end in .gz: "
+                                      f"rename it {path.name}.gz; no star table was changed\n")
+
+
+def test_a_utf16_file_is_one_line_naming_it(make_cfg, tmp_path):
+    logs = tmp_path / "logs"
+    path = write_events(logs / "e.json", [event()])
+    path.write_bytes(path.read_text().encode("utf-16"))
+    cfg = make_cfg(logs=logs, max_errors=100)
+    reset(cfg)
+    assert one_line_error(cfg) == (1, f"etl.py: error: {path}: UTF-16 text (its first bytes say so): save it "
+                                      "as UTF-8; no star table was changed\n")
+
+
+def test_a_bad_record_in_a_file_whose_path_is_longer_than_1024_is_kept_with_it(make_cfg, tmp_path):
+    """load_errors.file held 1,024 characters: 'unexpected StringDataRightTruncation'."""
+    deep = tmp_path / "logs" / "/".join(["d" * 200] * 6)
+    path = write_events(deep / "e.json", [event(), b"not json"])
+    cfg = make_cfg(logs=tmp_path / "logs", max_errors=1)
+    reset(cfg)
+    etl.run_etl(cfg)
+    assert query(cfg, "SELECT file, line_no FROM load_errors") == [(str(path), 2)]
+
+
+def test_an_s3_object_that_breaks_off_while_read_is_named(bucket, make_cfg, monkeypatch):
+    """The COPY said only 'QueryCanceled: COPY from stdin failed: error in .read() call'."""
+    bucket.put_object(Bucket="sparkify-test", Key="log_data/e.json", Body=json.dumps(event()).encode())
+    bucket.put_object(Bucket="sparkify-test", Key="song_data/s.json", Body=json.dumps(song()).encode())
+
+    def broken(self, amt=None):
+        raise ResponseStreamingError(error="Connection broken: IncompleteRead")
+    monkeypatch.setattr(botocore.response.StreamingBody, "read", broken)
+    cfg = make_cfg(songs="s3://sparkify-test/song_data", logs="s3://sparkify-test/log_data")
+    reset(cfg)
+    with pytest.raises(UserError, match=r"^s3://sparkify-test/(log|song)_data/(e|s)\.json: reading it from S3 "
+                                         r"failed \(.*IncompleteRead\); no star table was changed$"):
+        etl.run_etl(cfg, s3=bucket)
 
 
 # --- S3 locations are folders; any key; anonymous access --------------------------------------

@@ -412,12 +412,17 @@ def _alive_on_windows(pid):
     that can, runs until it has an exit code (a process that exits with 259 reads as running:
     the safe side, it is never forgotten)."""
     import ctypes
+    from ctypes import wintypes
     kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.OpenProcess.restype = wintypes.HANDLE
+    kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+    kernel32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD))
+    kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
     handle = kernel32.OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
     if not handle:
         return ctypes.get_last_error() == ERROR_ACCESS_DENIED
     try:
-        code = ctypes.c_ulong()
+        code = wintypes.DWORD()
         return not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value == STILL_ACTIVE
     finally:
         kernel32.CloseHandle(handle)

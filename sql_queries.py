@@ -465,7 +465,11 @@ def staging_rejects(table, raw):
             f"          FROM (SELECT problem, CASE WHEN problem IS NULL THEN x.line::json END AS jv\n"
             f"                FROM (SELECT CASE WHEN {TOO_DEEP} THEN 'too deep'\n"
             f"                                  WHEN NOT pg_input_is_valid(x.line, 'json') THEN {_input_error('json')}\n"
-            f"                                  WHEN NOT pg_input_is_valid(x.line, 'jsonb') THEN {_input_error('jsonb', ignore=NUMERIC_OUT_OF_RANGE)}\n"
+            f"                                  WHEN NOT pg_input_is_valid(x.line, 'jsonb') AND (pg_input_error_info(x.line, "
+            f"'jsonb')).sql_error_code <> '{NUMERIC_OUT_OF_RANGE}'\n"
+            f"                                       THEN {_input_error('jsonb')}\n"
+            f"                                  WHEN NOT pg_input_is_valid(x.line, 'jsonb') AND NOT pg_input_is_valid({NUMBERS_AS_ZERO}, 'jsonb')\n"
+            f"                                       THEN {_input_error('jsonb', NUMBERS_AS_ZERO)}\n"
             f"                             END AS problem OFFSET 0) v OFFSET 0) w OFFSET 0) p,\n"
             f"         json_to_record(p.j) AS r({as_text})\n"
             f"    WHERE {NOT_BLANK}\n"
@@ -473,14 +477,14 @@ def staging_rejects(table, raw):
 
 
 NUMERIC_OUT_OF_RANGE = "22003"  # SQLSTATE: PostgreSQL manual, Appendix A, PostgreSQL Error Codes
+# jsonb stops at a record's first error: past a number out of its range, the record read again
+# with every number where JSON puts a value (after ':', '[' or ',') as 0, for the escapes after it
+NUMBERS_AS_ZERO = r"regexp_replace(x.line, '([:\[,]\s*)-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?', '\10', 'g')"
 
 
-def _input_error(sql_type, ignore=None):
-    """Why x.line is not valid input for sql_type: the message and its detail (NULL for the
-    SQLSTATE `ignore`)."""
-    only = f" WHERE sql_error_code <> '{ignore}'" if ignore else ""
-    return (f"(SELECT message || COALESCE(': ' || detail, '') "
-            f"FROM pg_input_error_info(x.line, '{sql_type}'){only})")
+def _input_error(sql_type, text="x.line"):
+    """Why text is not valid input for sql_type: the message and its detail."""
+    return f"(SELECT message || COALESCE(': ' || detail, '') FROM pg_input_error_info({text}, '{sql_type}'))"
 
 
 # Set-aside records into load_errors, with the file and line each came from.

@@ -149,7 +149,7 @@ def plural(n, word, words=None):
 
 def discover_local(location, what):
     root = Path(location)
-    if root.is_file():
+    if root.exists() and not root.is_dir():  # a file (or a FIFO, which local_file refuses)
         return Found([local_file(str(root), what, set())], [])
     if not root.is_dir():
         if root.is_symlink():
@@ -190,8 +190,8 @@ def local_file(path, what, seen):
         try:
             path.encode("utf-8")
         except UnicodeEncodeError:  # bytes that are not UTF-8, which Python keeps as surrogates
-            raise UserError(f"{what}: {os.fsencode(path).decode('utf-8', 'backslashreplace')}: the file's name "
-                            "is not UTF-8, and the warehouse records each file by its name: rename it")
+            raise UserError(f"{what}: {os.fsencode(path).decode('utf-8', 'backslashreplace')}: a name in this path "
+                            "is not UTF-8, and the warehouse records each file by its path: rename it")
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read below, and the load
@@ -416,7 +416,8 @@ def not_text(path, head):
         raise UserError(f"{path}: gzip-compressed, but its name does not end in .gz: rename it "
                         f"{os.path.basename(path)}.gz; no star table was changed")
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise UserError(f"{path}: UTF-16 text (its first bytes say so): save it as UTF-8; no star table was changed")
+        raise UserError(f"{path}: UTF-16 (or UTF-32) text, by its byte-order mark: save it as UTF-8; "
+                        "no star table was changed")
 
 
 _SPACE = re.compile(r"[ \t\r\n]*")
@@ -547,7 +548,8 @@ class RowStream:
 
     def _whole_file(self, file_id, path, body):
         """A song file's records, each a row numbered by the line it starts on (the rows in
-        between are empty, so a row's number within its file is that line)."""
+        between are empty, so a row's number within its file is that line; records after the
+        first on one line take the rows after it)."""
         data = read_whole(body, path)
         data = data.removeprefix(BOM)
         not_text(path, data)
@@ -559,10 +561,10 @@ class RowStream:
             if problem:
                 self._set_aside(path, record, line_no, problem)
                 record = b""
-            padding = (prefix + b"\n") * (line_no - row)
-            self.rows += line_no - row + 1
-            yield padding + prefix + copy_escape(record, newlines=True) + b"\n"
-            row = line_no + 1
+            gap = max(line_no - row, 0)
+            self.rows += gap + 1  # the raw table's ids: every later file's lines are found by them
+            yield (prefix + b"\n") * gap + prefix + copy_escape(record, newlines=True) + b"\n"
+            row = max(row, line_no) + 1
 
     def _lines(self, file_id, path, body, line_no=1):
         prefix = b"%d\t" % file_id

@@ -99,6 +99,22 @@ def test_a_number_past_jsonbs_range_in_a_field_not_kept_beside_a_bad_line_is_no_
         (2, 'invalid JSON: invalid input syntax for type json: Token "not" is invalid.')]
 
 
+@pytest.mark.parametrize("fields", ['"x": 1e1000000, "y": "\\u0000"', '"y": "\\u0000", "x": 1e1000000'],
+                         ids=["number-first", "escape-first"])
+def test_an_escaped_nul_is_found_past_a_number_beyond_jsonbs_range(make_cfg, tmp_path, fields):
+    """jsonb stops at the number: the search for bad records missed the NUL after it, and its
+    json_to_record then stopped the load ('unexpected UntranslatableCharacter')."""
+    bad = json.dumps(event(itemInSession=5))[:-1] + ", " + fields + "}"
+    write_events(tmp_path / "logs" / "day.json", [event(itemInSession=1), bad, b"not json"])
+    write_song(tmp_path / "songs" / "s.json", song())
+    cfg = make_cfg(songs=tmp_path / "songs", logs=tmp_path / "logs", max_errors=2)
+    reset(cfg)
+    etl.run_etl(cfg)
+    assert query(cfg, "SELECT item_in_session FROM songplays") == [(1,)]
+    assert query(cfg, "SELECT line_no, left(reason, 49) FROM load_errors ORDER BY 1") == [
+        (2, "invalid JSON: unsupported Unicode escape sequence"), (3, "invalid JSON: invalid input syntax for type json:")]
+
+
 def test_the_farthest_times_staging_takes_keep_their_milliseconds(make_cfg, tmp_path):
     """sql_queries.TS_FIRST and TS_LAST: past the last, the time came out rounded (9999-12-31
     23:59:59.999008); before the year 1, Python could not read it (the load's checks failed)."""

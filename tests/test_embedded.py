@@ -208,25 +208,37 @@ def test_a_full_server_is_said_so_in_one_line(make_cfg, monkeypatch):
 class Kernel32:
     """kernel32 as its documentation answers, for this machine's processes: OpenProcess fails with
     ERROR_INVALID_PARAMETER (87) for a process that does not exist; GetExitCodeProcess gives
-    STILL_ACTIVE (259) while it runs."""
+    STILL_ACTIVE (259) while it runs. Each function checks its arguments against the types the
+    caller declared (argtypes), as ctypes would."""
     last_error = 0
 
     def __init__(self, name, use_last_error=False):
         assert name == "kernel32" and use_last_error
+        self.OpenProcess = self.function(self.open_process)
+        self.GetExitCodeProcess = self.function(self.exit_code)
+        self.CloseHandle = self.function(lambda handle: 1)
 
-    def OpenProcess(self, access, inherit, pid):
+    @staticmethod
+    def function(body):
+        def call(*args):
+            converted = [t.from_param(a) if hasattr(t, "from_param") else t(a) for t, a in zip(call.argtypes, args)]
+            assert len(converted) == len(args), "argtypes not declared"
+            return body(*args)
+        call.argtypes = ()
+        return call
+
+    @staticmethod
+    def open_process(access, inherit, pid):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             Kernel32.last_error = 87
-            return 0
+            return None  # NULL, as a HANDLE restype returns it
         return 4
 
-    def GetExitCodeProcess(self, handle, code):
+    @staticmethod
+    def exit_code(handle, code):
         code._obj.value = 259
-        return 1
-
-    def CloseHandle(self, handle):
         return 1
 
 

@@ -349,6 +349,23 @@ def test_a_song_file_of_several_records_gives_a_row_each_and_bad_ones_by_line(ma
         (str(bad), 2, 'field "year":'), (str(bad), 5, "invalid JSON:")]
 
 
+def test_records_glued_on_one_line_leave_the_next_files_lines_right(make_cfg, tmp_path):
+    """Four records on one line were counted as one row: every later file's rows were read as
+    lines three further down (a bad record at line 2 was reported at line 5)."""
+    songs = tmp_path / "songs"
+    glued = "".join(json.dumps(song(song_id=f"SG{i}", title="x" * 200)) for i in range(4))
+    (songs).mkdir()
+    (songs / "a.json.gz").write_bytes(gzip.compress(glued.encode()))
+    bad = songs / "b.json.gz"
+    bad.write_bytes(gzip.compress((json.dumps(song(song_id="SB1")) + "\n" + json.dumps(song(song_id="SB2", year="x"))).encode()))
+    write_events(tmp_path / "logs" / "e.json", [event()])
+    cfg = make_cfg(songs=songs, logs=tmp_path / "logs", max_errors=1, workers=1)
+    reset(cfg)
+    etl.run_etl(cfg)
+    assert query(cfg, "SELECT file, line_no FROM load_errors") == [(str(bad), 2)]
+    assert len(table(cfg, "staging_songs")) == 5
+
+
 @pytest.mark.parametrize("bad_bytes", [b"\xe9", b"\x00"], ids=["latin-1", "NUL"])
 def test_a_byte_that_is_not_text_sets_aside_its_record_not_the_songs_around_it(make_cfg, tmp_path, bad_bytes):
     """One such byte in a song file of several records set the whole file aside, counted as one
@@ -382,15 +399,17 @@ def test_a_file_name_that_is_not_utf8_is_one_line_naming_it(make_cfg, tmp_path):
     os.rename(logs / "ok.json", os.fsencode(logs) + b"/caf\xe9.json")
     cfg = make_cfg(logs=logs)
     reset(cfg)
-    assert one_line_error(cfg) == (1, f"etl.py: error: [S3] LOG_DATA: {logs}/caf\\xe9.json: the file's name is not UTF-8, "
-                                      "and the warehouse records each file by its name: rename it\n")
+    assert one_line_error(cfg) == (1, f"etl.py: error: [S3] LOG_DATA: {logs}/caf\\xe9.json: a name in this path is not UTF-8, "
+                                      "and the warehouse records each file by its path: rename it\n")
 
 
-def test_a_fifo_named_json_is_one_line_not_a_wait_for_ever(make_cfg, tmp_path):
+@pytest.mark.parametrize("given", ["folder", "itself"])
+def test_a_fifo_named_json_is_one_line_not_a_wait_for_ever(make_cfg, tmp_path, given):
+    """In a folder, listing it waited for ever; as LOG_DATA itself it was 'no such file'."""
     logs = tmp_path / "logs"
     write_events(logs / "ok.json", [event()])
     os.mkfifo(logs / "pipe.json")
-    cfg = make_cfg(logs=logs)
+    cfg = make_cfg(logs=logs if given == "folder" else logs / "pipe.json")
     reset(cfg)
     assert one_line_error(cfg) == (1, f"etl.py: error: [S3] LOG_DATA: {logs}/pipe.json is not a regular file\n")
 
@@ -415,8 +434,8 @@ def test_a_utf16_file_is_one_line_naming_it(make_cfg, tmp_path):
     path.write_bytes(path.read_text().encode("utf-16"))
     cfg = make_cfg(logs=logs, max_errors=100)
     reset(cfg)
-    assert one_line_error(cfg) == (1, f"etl.py: error: {path}: UTF-16 text (its first bytes say so): save it "
-                                      "as UTF-8; no star table was changed\n")
+    assert one_line_error(cfg) == (1, f"etl.py: error: {path}: UTF-16 (or UTF-32) text, by its byte-order "
+                                      "mark: save it as UTF-8; no star table was changed\n")
 
 
 def test_a_bad_record_in_a_file_whose_path_is_longer_than_1024_is_kept_with_it(make_cfg, tmp_path):

@@ -478,8 +478,9 @@ def staging_rejects(table, raw):
 
 NUMERIC_OUT_OF_RANGE = "22003"  # SQLSTATE: PostgreSQL manual, Appendix A, PostgreSQL Error Codes
 # jsonb stops at a record's first error: past a number out of its range, the record read again
-# with every number where JSON puts a value (after ':', '[' or ',') as 0, for the escapes after it
-NUMBERS_AS_ZERO = r"regexp_replace(x.line, '([:\[,]\s*)-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?', '\10', 'g')"
+# with every number where JSON puts a value (after ':', '[' or ',': a lookbehind, PostgreSQL
+# manual, Regular Expression Details) as 0, for the escapes after it
+NUMBERS_AS_ZERO = r"regexp_replace(x.line, '(?<=[:\[,])\s*-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?', '0', 'g')"
 
 
 def _input_error(sql_type, text="x.line"):

@@ -405,7 +405,7 @@ def _alive(pid):
 
 # Win32 (kernel32), Microsoft Learn: OpenProcess and GetExitCodeProcess (processthreadsapi.h;
 # "If the process has not terminated ... the status returned is STILL_ACTIVE", 259); System Error
-# Codes (ERROR_ACCESS_DENIED 5; ERROR_INVALID_PARAMETER 87 for a process id that names none).
+# Codes (ERROR_ACCESS_DENIED, 5). Any other failure to open it: taken as gone.
 PROCESS_QUERY_LIMITED_INFORMATION, ERROR_ACCESS_DENIED, STILL_ACTIVE = 0x1000, 5, 259
 
 

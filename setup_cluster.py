@@ -54,10 +54,12 @@ def check_cidr(cidr, allow_anywhere):
 def check_password(password):
     if not password:
         raise UserError("no database password: set [CLUSTER] DB_PASSWORD in dwh.cfg or DWH_DB_PASSWORD")
+    # CreateCluster's rule (tests/aws_rules.py): printable ASCII (33-126) but ' " \ / @
     if not (8 <= len(password) <= 64 and re.search(r"[a-z]", password) and re.search(r"[A-Z]", password)
-            and re.search(r"\d", password)) or re.search(r"['\"\\/@ ]", password):
+            and re.search(r"[0-9]", password)) or any(not 33 <= ord(c) <= 126 or c in "'\"\\/@" for c in password):
         raise UserError("the database password must be 8 to 64 characters with an upper-case letter, a "
-                        "lower-case letter and a digit, and no ' \" \\ / @ or space (Redshift's rule)")
+                        "lower-case letter and a digit, each a printable ASCII character but ' \" \\ / @ "
+                        "(no space) (Redshift's rule)")
 
 
 def check_node_type(node_type):

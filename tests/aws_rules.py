@@ -33,6 +33,14 @@ SMALLEST_NODE_TYPE = "ra3.large"  # smallest RA3 size (large < xlplus < 4xlarge 
 CLUSTER_TYPES = frozenset({"multi-node", "single-node"})
 MIN_MULTI_NODE_RA3 = 2
 
+# CreateCluster MasterUserPassword. Source: API Reference, CreateCluster, MasterUserPassword
+# (as mirrored in https://docs.aws.amazon.com/sdk-for-kotlin/api/latest/redshift/aws.sdk.kotlin.services.redshift.model/-create-cluster-request/master-user-password.html):
+# "Must be between 8 and 64 characters in length. Must contain at least one uppercase letter.
+# Must contain at least one lowercase letter. Must contain one number. Can be any printable ASCII
+# character (ASCII code 33-126) except ' (single quote), " (double quote), \, /, or @."
+MASTER_PASSWORD_LENGTH = (8, 64)
+MASTER_PASSWORD_CHARACTERS = frozenset(chr(c) for c in range(33, 127)) - set("'\"\\/@")
+
 # CreateCluster VpcSecurityGroupIds (as mirrored in
 # https://docs.aws.amazon.com/sdk-for-kotlin/api/latest/redshift/aws.sdk.kotlin.services.redshift.model/-create-cluster-request/vpc-security-group-ids.html):
 # a group the cluster should have is named when it is created, or the ingress rule guards another.

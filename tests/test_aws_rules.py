@@ -40,6 +40,21 @@ def test_retired_node_types_are_refused_naming_ra3_large(node_type):
     assert len(str(e.value).splitlines()) == 1 and "DWH_NODE_TYPE=ra3.large" in str(e.value)
 
 
+def test_the_master_password_is_checked_as_aws_documents_it():
+    """An accented letter or a tab passed the check: CreateCluster then refused the password,
+    after the IAM role had been made."""
+    shortest, longest = rules.MASTER_PASSWORD_LENGTH
+    allowed = sorted(rules.MASTER_PASSWORD_CHARACTERS)
+    for at in range(0, len(allowed), longest - 3):  # every allowed character, in passwords AWS takes
+        setup_cluster.check_password(("Aa1" + "".join(allowed[at:at + longest - 3])).ljust(shortest, "x"))
+    refused = ["Aa1" + "x" * (shortest - 4), "Aa1" + "x" * (longest - 2), "aa1xxxxx", "AA1XXXXX", "Aaaxxxxx"]
+    refused += ["Aa1xxxx" + chr(c) for c in range(256) if chr(c) not in rules.MASTER_PASSWORD_CHARACTERS]
+    refused += ["Pässw0rdX", "Passw0rd\tX", "Passw0rd€"]
+    for password in refused:
+        with pytest.raises(UserError, match="^the database password must be 8 to 64 characters"):
+            setup_cluster.check_password(password)
+
+
 def test_ports_and_node_counts_are_the_documented_ones():
     assert setup_cluster.PORTS == rules.RA3_PORT_RANGES == rules.SERVERLESS_PORT_RANGES
     assert setup_cluster.MIN_MULTI_NODE == rules.MIN_MULTI_NODE_RA3

@@ -67,7 +67,8 @@ def test_bad_event_is_set_aside_with_file_line_and_reason(make_cfg, tmp_path, ki
     [(source, file, line_no, why, record)] = query(cfg, "SELECT source, file, line_no, reason, record FROM load_errors")
     assert (source, file, line_no) == ("log_data", str(path), 2)
     assert re.search(reason, why), why
-    assert record  # the record itself is kept, to fix and re-load
+    written = bad if isinstance(bad, str) else bad.decode("utf-8", "replace").replace("\x00", "\\0")
+    assert record == written  # the record itself, to fix and re-load (text: U+FFFD for a bad byte, \\0 for a NUL)
     assert query(cfg, "SELECT item_in_session FROM songplays ORDER BY 1") == [(0,), (2,)]
     events = next(r for r in result.staged if r.source == "log_data")
     assert (events.loaded, events.rejected) == (2, 1)

@@ -2,6 +2,7 @@
 deterministic and its data loads to the counts it predicts; the parallel loader gives exactly
 what a single connection gives, and the embedded server's own reading of the files exactly what
 the COPY path gives; the memory sampler sees every process of the server."""
+import collections
 import dataclasses
 import hashlib
 import os
@@ -54,9 +55,19 @@ def test_generated_data_loads_to_the_predicted_counts(make_cfg, tmp_path):
     assert query(cfg, "SELECT COUNT(*) FROM users WHERE level = 'paid'")[0][0] > 0
 
 
-def test_parallel_load_equals_single_connection_load(make_cfg, tmp_path):
+def test_parallel_load_equals_single_connection_load(make_cfg, tmp_path, monkeypatch):
+    """Each source in chunks small enough that 5 connections share them (at the default 16 MB a
+    chunk, this data was one chunk a source: both loads used one connection)."""
     generate.generate(tmp_path / "data", events=6000, songs=90, seed=5)
     base = make_cfg(songs=tmp_path / "data" / "song_data", logs=tmp_path / "data" / "log_data")
+    monkeypatch.setattr(staging, "SERVER_CHUNK", 8 << 10)
+    monkeypatch.setattr(staging, "SERVER_RANGE", 8 << 10)
+    shards, load_shard = [], staging.load_shard
+
+    def counted(cfg, source, *args):
+        shards.append((cfg.workers, source))
+        return load_shard(cfg, source, *args)
+    monkeypatch.setattr(staging, "load_shard", counted)
     results = []
     for workers in (1, 5):
         cfg = dataclasses.replace(base, workers=workers)
@@ -64,6 +75,9 @@ def test_parallel_load_equals_single_connection_load(make_cfg, tmp_path):
         etl.run_etl(cfg)
         results.append({t: table(cfg, t) for t in LOADED_TABLES + STAGING_TABLES})
     assert results[0] == results[1]
+    used = collections.Counter(shards)
+    assert used[1, "song_data"] == used[1, "log_data"] == 1
+    assert used[5, "song_data"] > 1 and used[5, "log_data"] > 1
 
 
 def loaded_tables(cfg):

@@ -20,7 +20,8 @@ COMMON = {"--help", "--config", "--verbose"}  # every script's, said once above 
 def help_options(script):
     out = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout
-    return set(re.findall(r"^\s+(?:-\w, )?(--[a-z][a-z-]*)", out, re.M)) - COMMON
+    # an option starts its line two spaces in; a wrapped help line further ("--to, both included")
+    return set(re.findall(r"^  (?:-\w, )?(--[a-z][a-z-]*)", out, re.M)) - COMMON
 
 
 def code_blocks(text):
@@ -59,22 +60,27 @@ def test_every_command_shown_uses_options_that_exist():
                 assert set(re.findall(r"(--[a-z][a-z-]*)", command)) <= help_options(script) | COMMON, line
 
 
+LITERAL_MIN = 12  # characters of its own text a string needs to identify a message
+
+
 def first_lines_printed():
-    """The first line of every string in the code, as a regex: an f-string's {...} match anything."""
+    """The first line of every string in the code, as a regex: an f-string's {...} match anything.
+    Only strings with LITERAL_MIN characters of their own: f"{x}" matched every message."""
     patterns = []
     for path in ROOT.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             values = node.values if isinstance(node, ast.JoinedStr) else [node] \
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) else []
-            parts = []
+            parts, literal = [], 0
             for v in values:
                 if not isinstance(v, ast.Constant):
                     parts.append(".+")
                     continue
                 parts.append(re.escape(v.value.split("\n")[0]))
+                literal += len(v.value.split("\n")[0])
                 if "\n" in v.value:
                     break
-            if parts:
+            if literal >= LITERAL_MIN:
                 patterns.append(re.compile("".join(parts)))
     return patterns
 
@@ -83,6 +89,7 @@ def test_every_error_quoted_is_one_the_code_prints():
     quoted = re.findall(r"^\s*\w+\.py: error: (.+)$", README, re.M)
     assert quoted, "README quotes no error message"
     patterns = first_lines_printed()
+    assert not any(p.fullmatch("the moon is made of cheese, said no code") for p in patterns)
     for message in quoted:
         assert any(p.fullmatch(message) for p in patterns), f"no code prints: {message}"
 

@@ -238,11 +238,30 @@ def test_second_run_waits_for_the_first_or_stops_by_option(warehouse):
     assert star(warehouse) == before
 
 
+def waiting_for_the_lock(cfg):
+    return query(cfg, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sparkify' "
+                      "AND wait_event_type = 'Lock' AND wait_event = 'advisory'")[0][0]
+
+
 def test_two_runs_at_once_load_exactly_once(warehouse):
+    """Both runs are started while the lock is held, and let go together once both wait for it
+    (started one after the other, they overlapped only by chance)."""
     etl.run_etl(warehouse)
     expected = star(warehouse)
     reset(warehouse)
-    procs = [etl_process(warehouse) for _ in range(2)]
+    holder = db.connect(warehouse, autocommit=True)
+    with holder.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (db.LOCK_KEY,))
+    try:
+        procs = [etl_process(warehouse) for _ in range(2)]
+        deadline = time.monotonic() + 60
+        while waiting_for_the_lock(warehouse) < 2:
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "both runs did not wait"
+            time.sleep(0.1)
+    finally:
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(%s)", (db.LOCK_KEY,))
+        holder.close()
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     assert star(warehouse) == expected

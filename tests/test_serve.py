@@ -114,7 +114,10 @@ def test_psql_reads_the_served_warehouse_over_its_socket_until_ctrl_c(sample):
         assert (counted.returncode, counted.stdout, counted.stderr) == (0, "6820\n", "")
         who = psql(command, "SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)")
         assert who.stdout == f"{sql_queries.READER_ROLE}|f\n"
-        assert psql(command, "DELETE FROM users").returncode != 0
+        refused = psql(command, "DELETE FROM users")
+        assert refused.returncode != 0 and "read-only transaction" in refused.stderr, refused.stderr
+        refused = psql(command, "BEGIN READ WRITE; DELETE FROM users")  # and past that, no privilege
+        assert refused.returncode != 0 and "permission denied for table users" in refused.stderr, refused.stderr
         # --port restarts the server: refused while another process (this serve) uses it
         busy = run_script("analytics.py", "--config", str(cfg), "--serve", "--port", str(free_port()))
         assert busy.returncode == 1
@@ -134,7 +137,8 @@ def test_a_served_client_is_read_only_and_leaves_the_role_as_it_was(sample):
     serving = Serving(cfg)
     try:
         [command] = serving.psql_lines()
-        assert psql(command, "SELECT lo_from_bytea(0, 'x')").returncode != 0
+        refused = psql(command, "SELECT lo_from_bytea(0, 'x')")
+        assert refused.returncode != 0 and "read-only transaction" in refused.stderr, refused.stderr
         lifted = psql(command, "BEGIN READ WRITE; ALTER ROLE CURRENT_USER SET statement_timeout = '1ms'; COMMIT")
         assert lifted.returncode == 0, lifted.stderr  # a client may lift it for its own session
     finally:

@@ -71,7 +71,7 @@ def check_node_type(node_type):
 
 
 def check_serverless(c):
-    if not SERVERLESS_NAME.match(c.identifier.lower()):
+    if not SERVERLESS_NAME.fullmatch(c.identifier.lower()):
         raise UserError(f"[DWH] DWH_CLUSTER_IDENTIFIER {c.identifier!r} cannot name a serverless namespace: "
                         "3 to 64 letters, digits or hyphens")
     if not (c.base_rpu == 4 or (8 <= c.base_rpu <= 512 and c.base_rpu % 8 == 0)

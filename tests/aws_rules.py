@@ -41,6 +41,14 @@ MIN_MULTI_NODE_RA3 = 2
 MASTER_PASSWORD_LENGTH = (8, 64)
 MASTER_PASSWORD_CHARACTERS = frozenset(chr(c) for c in range(33, 127)) - set("'\"\\/@")
 
+# Redshift Serverless names. Namespace: Redshift Serverless API Reference, GetNamespace,
+# namespaceName "Length Constraints: Minimum length of 3. Maximum length of 64. Pattern:
+# ^[a-z0-9-]+$" (https://docs.aws.amazon.com/redshift-serverless/latest/APIReference/API_GetNamespace.html);
+# workgroup: the same constraints on workgroupName, Amazon DataZone API Reference,
+# RedshiftServerlessStorage (https://docs.aws.amazon.com/datazone/latest/APIReference/API_RedshiftServerlessStorage.html).
+SERVERLESS_NAME_LENGTH = (3, 64)
+SERVERLESS_NAME_PATTERN = re.compile(r"^[a-z0-9-]+$")
+
 # CreateCluster VpcSecurityGroupIds (as mirrored in
 # https://docs.aws.amazon.com/sdk-for-kotlin/api/latest/redshift/aws.sdk.kotlin.services.redshift.model/-create-cluster-request/vpc-security-group-ids.html):
 # a group the cluster should have is named when it is created, or the ingress rule guards another.

@@ -55,6 +55,15 @@ def test_the_master_password_is_checked_as_aws_documents_it():
             setup_cluster.check_password(password)
 
 
+def test_serverless_names_are_checked_as_aws_documents_them():
+    shortest, longest = rules.SERVERLESS_NAME_LENGTH
+    names = ["a" * (shortest - 1), "a" * shortest, "a" * longest, "a" * (longest + 1), "dwh-cluster-2",
+             "dwh_cluster", "DWH", "dwh.cluster", "dwh cluster", "déjà-vu", "dwh\n"]
+    for name in names:
+        documented = shortest <= len(name) <= longest and bool(rules.SERVERLESS_NAME_PATTERN.fullmatch(name))
+        assert bool(setup_cluster.SERVERLESS_NAME.fullmatch(name)) == documented, name
+
+
 def test_ports_and_node_counts_are_the_documented_ones():
     assert setup_cluster.PORTS == rules.RA3_PORT_RANGES == rules.SERVERLESS_PORT_RANGES
     assert setup_cluster.MIN_MULTI_NODE == rules.MIN_MULTI_NODE_RA3

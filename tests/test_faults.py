@@ -72,7 +72,8 @@ def wait_until_rolled_back(cfg, timeout=30):
     """After a client is killed, the server notices and rolls its transaction back."""
     deadline = time.monotonic() + timeout
     while query(cfg, "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'sparkify' "
-                     "AND pid <> pg_backend_pid()")[0][0] and time.monotonic() < deadline:
+                     "AND pid <> pg_backend_pid()")[0][0]:
+        assert time.monotonic() < deadline, f"the killed client's session was still there after {timeout} s"
         time.sleep(0.1)
 
 

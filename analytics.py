@@ -146,11 +146,11 @@ def write(out, columns, numeric, pages, as_csv):
     return output.write_csv(out, columns, pages) if as_csv else output.write_table(out, columns, numeric, pages)
 
 
-def report(conn, names):
+def report(conn, names, charts=True):
     """The named sections, one query at a time: (title, columns, numeric, pages, chart) each."""
     for name in names:
         title, query = SECTIONS[name]
-        yield (title, *stream(conn, query), name in CHARTS)
+        yield (title, *stream(conn, query), charts and name in CHARTS)
         conn.rollback()  # one cursor at a time (Redshift)
 
 
@@ -183,7 +183,7 @@ def main(cfg, args):
             return print_quality(conn, cfg.engine, args.csv)
         names = [args.section] if args.section else list(SECTIONS)
         if args.html:
-            n = output.write_html_file(args.html, "Sparkify plays", report(conn, names))
+            n = output.write_html_file(args.html, "Sparkify plays", report(conn, names, not args.no_chart))
             log.info("wrote %s: %d section%s", args.html, n, "s" * (n != 1))
             return
         for n, (title, columns, numeric, pages, chart) in enumerate(report(conn, names)):

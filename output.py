@@ -9,10 +9,12 @@ nothing is rounded. Rows come in pages (lists of tuples), so a result of any siz
 memory of one page.
 """
 import codecs
+import contextlib
 import html
 import math
 import os
 import shutil
+import stat
 import unicodedata
 from pathlib import Path
 
@@ -196,17 +198,26 @@ def write_html(out, title, sections):
 
 
 def write_html_file(path, title, sections):
-    """write_html to path, whole or not at all (written beside it, then renamed)."""
-    path = Path(path)
-    part = path.with_name(path.name + ".part")
+    """write_html to path, whole or not at all: written beside the file it names (through a
+    link), then renamed over it, keeping its permissions. What is there but not a file (a FIFO,
+    /dev/stdout) is written straight."""
     try:
-        with open(part, "w", encoding="utf-8", newline="\n") as out:
-            n = write_html(out, title, sections)
-        os.replace(part, path)
+        if os.path.exists(path) and not os.path.isfile(path):
+            with open(path, "w", encoding="utf-8", newline="\n") as out:
+                return write_html(out, title, sections)
+        target = Path(os.path.realpath(path))
+        part = target.with_name(target.name + ".part")
+        try:
+            with open(part, "w", encoding="utf-8", newline="\n") as out:
+                n = write_html(out, title, sections)
+            if target.exists():
+                os.chmod(part, stat.S_IMODE(target.stat().st_mode))
+            os.replace(part, target)
+        finally:
+            with contextlib.suppress(OSError):  # a .part that is a folder is not ours to remove
+                part.unlink(missing_ok=True)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}")
-    finally:
-        part.unlink(missing_ok=True)
     return n
 
 

@@ -354,6 +354,34 @@ def test_one_section_by_name(loaded):
     assert "top-locations" in run_script("analytics.py", "--help").stdout
 
 
+def section_csv(cfg, name):
+    out = run_script("analytics.py", "--config", str(cfg.path), "--csv", "--section", name)
+    assert out.returncode == 0, out.stderr
+    return list(csv.reader(io.StringIO(out.stdout)))[1:]
+
+
+def test_the_shares_of_free_and_paid_plays_add_up_to_100(make_cfg, tmp_path):
+    """351 paid and 49 free plays are 87.75% and 12.25%: each rounded half up, 87.8 and 12.3."""
+    levels = ["paid"] * 351 + ["free"] * 49
+    write_events(tmp_path / "logs" / "e.json", [event(level=level, itemInSession=i) for i, level in enumerate(levels)])
+    write_song(tmp_path / "songs" / "s.json", song())
+    cfg = make_cfg(songs=tmp_path / "songs", logs=tmp_path / "logs")
+    reset(cfg)
+    assert run_script("etl.py", "--config", str(cfg.path)).returncode == 0
+    rows = section_csv(cfg, "free-vs-paid-plays")
+    assert [(level, plays, pct) for level, plays, _, pct in rows] == [("paid", "351", "87.8"), ("free", "49", "12.2")]
+
+
+def test_a_user_with_one_name_missing_is_named_by_the_other(make_cfg, tmp_path):
+    """first_name || ' ' || last_name is NULL when either is: the user showed with no name."""
+    write_events(tmp_path / "logs" / "e.json", [event(userId="5", firstName=None, lastName="Solo", itemInSession=0)])
+    write_song(tmp_path / "songs" / "s.json", song())
+    cfg = make_cfg(songs=tmp_path / "songs", logs=tmp_path / "logs")
+    reset(cfg)
+    assert run_script("etl.py", "--config", str(cfg.path)).returncode == 0
+    assert [row[:2] for row in section_csv(cfg, "top-users")] == [["5", "Solo"]]
+
+
 def test_a_reader_that_stops_reading_ends_it_quietly(loaded):
     """`analytics.py | head -1`, with a real pipe: more output than the pipe holds."""
     p = subprocess.Popen([sys.executable, "analytics.py", "--config", str(loaded.path), "--sql",

@@ -169,6 +169,46 @@ def test_html_with_sql_is_refused_and_an_unwritable_file_named(plays, tmp_path):
                                                "No such file or directory\n")
 
 
+def test_html_through_a_link_keeps_the_link_and_the_reports_permissions(plays, tmp_path):
+    """The page was renamed over the link itself (so written at neither), and a private report
+    came back readable by all (0644)."""
+    target, link = tmp_path / "reports" / "plays.html", tmp_path / "latest.html"
+    target.parent.mkdir()
+    target.write_text("old")
+    target.chmod(0o600)
+    link.symlink_to(target)
+    out = run_script("analytics.py", "--config", str(plays.path), "--html", str(link))
+    assert out.returncode == 0, out.stderr
+    assert link.is_symlink() and target.read_text().startswith("<!DOCTYPE html>")
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_html_to_what_is_not_a_file_is_written_straight(plays, tmp_path):
+    """A link to /dev/stdout (as /dev/stdout itself is): the page was renamed over the link, and
+    nothing reached stdout (as root, /dev/stdout itself was replaced by a file)."""
+    link = tmp_path / "out.html"
+    link.symlink_to("/dev/stdout")
+    out = run_script("analytics.py", "--config", str(plays.path), "--html", str(link))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("<!DOCTYPE html>") and link.is_symlink()
+
+
+def test_a_folder_where_the_page_is_first_written_is_one_line(plays, tmp_path):
+    """'unexpected IsADirectoryError': the clean-up's error hid the one that said why."""
+    (tmp_path / "r.html.part").mkdir()
+    out = run_script("analytics.py", "--config", str(plays.path), "--html", str(tmp_path / "r.html"))
+    assert (out.returncode, out.stderr) == (1, f"analytics.py: error: cannot write {tmp_path / 'r.html'}: "
+                                               "Is a directory\n")
+
+
+def test_no_chart_leaves_the_charts_out_of_the_html_too(plays, tmp_path):
+    page = tmp_path / "r.html"
+    for args, charts in (([], 2), (["--no-chart"], 0)):
+        out = run_script("analytics.py", "--config", str(plays.path), "--html", str(page), *args)
+        assert out.returncode == 0, out.stderr
+        assert page.read_text().count("<svg") == charts, args
+
+
 # --- In a real browser -------------------------------------------------------------------------
 BROWSER = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 needs_browser = pytest.mark.skipif(BROWSER is None, reason="no Chromium to render the HTML report in "

@@ -240,7 +240,7 @@ def svg_chart(title, rows, width=960, height=260):
         out.append(f'<text x="{left - 6}" y="{top + 4}" text-anchor="end">{escape(top_row[-1])}</text>')
     out.append(f'<text x="{left - 6}" y="{base}" text-anchor="end">0</text>')
     for i, (row, value) in enumerate(zip(rows, values)):
-        h = round(plot_h * value / high) if high else 0
+        h = max(1, round(plot_h * value / high)) if value > 0 else 0  # a play is a bar, as in the terminal
         x = left + int(i * slot + (slot - bar_w) / 2)
         out.append(f'<rect class="bar" x="{x}" y="{base - h}" width="{bar_w}" height="{h}" fill="{BAR_COLOUR}">'
                    f'<title>{escape(row[0])}: {escape(row[-1])}</title></rect>')

@@ -150,6 +150,12 @@ def test_the_html_report_escapes_every_value(plays, tmp_path):
     assert not list(tmp_path.glob("*.part"))
 
 
+def test_a_day_of_one_play_beside_one_of_500_has_a_bar(plays):
+    """It was drawn 0 pixels high, as a day with none (the terminal chart gives it a mark)."""
+    heights = [int(h) for h in re.findall(r'<rect class="bar"[^>]* height="(\d+)"', output.svg_chart("t", [("d1", "500"), ("d2", "1"), ("d3", "0")]))]
+    assert heights[0] > heights[1] > heights[2] == 0
+
+
 def test_svg_text_is_escaped_too():
     svg = output.svg_chart(HOSTILE_TITLE, [(HOSTILE_TITLE, "3"), ('"><b onclick=x>', "1")])
     page = Page(f"<!DOCTYPE html><body>{svg}</body>")

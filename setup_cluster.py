@@ -13,9 +13,10 @@ import re
 import sys
 
 import config
-from aws_common import (aws_clients, aws_errors, aws_session, close_rules, cluster_security_group,
-                        describe_cluster, error_code, get_namespace, get_workgroup, ingress_permission,
-                        our_ingress_rules, require_cfg_file, security_group_id, wait_for, wait_for_workgroup)
+from aws_common import (aws_clients, aws_errors, aws_session, check_host_names_this_warehouse, close_rules,
+                        cluster_security_group, describe_cluster, error_code, get_namespace, get_workgroup,
+                        ingress_permission, our_ingress_rules, require_cfg_file, security_group_id, wait_for,
+                        wait_for_workgroup)
 from cli import main_entry
 from errors import UserError
 
@@ -361,6 +362,7 @@ def setup_serverless(cfg, clients, role_arn, cidr, poll_seconds):
 def setup(cfg, allow_anywhere=False, poll_seconds=15):
     """Every step, in order. Returns (endpoint host, role ARN)."""
     cidr = validate(cfg, allow_anywhere)
+    check_host_names_this_warehouse(cfg)
     serverless = cfg.cluster.cluster_type == "serverless"
     names = ("iam", "s3", "ec2", "redshift-serverless" if serverless else "redshift")
     clients = dict(zip(names, aws_clients(cfg, *names)))
@@ -386,6 +388,11 @@ def main(cfg, args):
         print("no ingress rule was made: set [CLUSTER] ALLOWED_CIDR to your address to connect from outside the VPC")
 
 
+# AWS carries on with what it was asked: a Ctrl-C stops only the waiting
+INTERRUPTED = ("AWS goes on creating what was asked (a warehouse is billed from its start): run setup_cluster.py "
+               "again to wait for it and write dwh.cfg, or teardown_cluster.py to delete it")
+
+
 def add_arguments(p):
     p.add_argument("--allow-anywhere", action="store_true",
                    help="allow [CLUSTER] ALLOWED_CIDR to be 0.0.0.0/0 or ::/0 (the whole internet)")
@@ -394,4 +401,5 @@ def add_arguments(p):
 
 
 if __name__ == "__main__":
-    sys.exit(main_entry(main, __doc__.split("\n\n")[0], add_arguments, uses=("sources", "aws")))
+    sys.exit(main_entry(main, __doc__.split("\n\n")[0], add_arguments, uses=("sources", "aws"),
+                        interrupted=INTERRUPTED))

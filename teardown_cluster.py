@@ -7,9 +7,9 @@ import logging
 import sys
 
 import config
-from aws_common import (aws_clients, aws_errors, close_rules, cluster_security_group, describe_cluster,
-                        error_code, get_workgroup, our_ingress_rules, require_cfg_file, security_group_id,
-                        wait_for, wait_for_cluster_status, wait_for_workgroup)
+from aws_common import (aws_clients, aws_errors, check_host_names_this_warehouse, close_rules, cluster_security_group,
+                        describe_cluster, error_code, get_workgroup, our_ingress_rules, require_cfg_file,
+                        security_group_id, wait_for, wait_for_cluster_status, wait_for_workgroup)
 from cli import main_entry
 from errors import UserError
 
@@ -38,6 +38,10 @@ def delete_cluster(redshift, cfg, final_snapshot, poll_seconds):
         if cluster is None:
             log.info("cluster %s does not exist; nothing to delete", identifier)
             return None
+        if cluster["ClusterStatus"] == "deleting" and final_snapshot:
+            raise UserError(f"cluster {identifier} is already being deleted, as an earlier teardown asked: "
+                            f"no final snapshot {final_snapshot} can be taken now (its own, if it asked for "
+                            "one, is kept); run teardown_cluster.py without --final-snapshot to wait for it")
         if cluster["ClusterStatus"] != "deleting":
             snapshot = ({"SkipFinalClusterSnapshot": False, "FinalClusterSnapshotIdentifier": final_snapshot}
                         if final_snapshot
@@ -145,6 +149,7 @@ def delete_serverless(serverless, ec2, cfg, final_snapshot, poll_seconds):
 # --- All of it ----------------------------------------------------------------------------------
 def teardown(cfg, final_snapshot=None, poll_seconds=15):
     require_cfg_file(cfg, "teardown_cluster.py")
+    check_host_names_this_warehouse(cfg)
     serverless = cfg.cluster.cluster_type == "serverless"
     names = ("iam", "ec2", "redshift-serverless" if serverless else "redshift")
     clients = dict(zip(names, aws_clients(cfg, *names)))
@@ -188,4 +193,6 @@ def add_arguments(p):
 
 
 if __name__ == "__main__":
-    sys.exit(main_entry(main, __doc__.split("\n\n")[0], add_arguments, uses=("aws",)))
+    sys.exit(main_entry(main, __doc__.split("\n\n")[0], add_arguments, uses=("aws",),
+                        interrupted="AWS goes on with a deletion already asked: run teardown_cluster.py "
+                                    "again to see it through and empty HOST and ARN in dwh.cfg"))

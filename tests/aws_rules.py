@@ -49,6 +49,16 @@ MASTER_PASSWORD_CHARACTERS = frozenset(chr(c) for c in range(33, 127)) - set("'\
 SERVERLESS_NAME_LENGTH = (3, 64)
 SERVERLESS_NAME_PATTERN = re.compile(r"^[a-z0-9-]+$")
 
+# Endpoints, as AWS names them. A provisioned cluster's starts with its identifier: "jdbc:redshift://
+# examplecluster.abc123xyz789.us-west-2.redshift.amazonaws.com:5439/dev" (Amazon Redshift
+# Management Guide, "Finding your cluster connection string"). A Serverless workgroup's: "workgroup-
+# name.account-number.aws-region.redshift-serverless.amazonaws.com:port/dev" (AWS re:Post, answered
+# by AWS, https://repost.aws/questions/QUi3uYY3i3Qd-Rq32F2EG3-A). Identifiers are lower case in both.
+REDSHIFT_ENDPOINTS = {
+    ("multi-node", "examplecluster"): "examplecluster.abc123xyz789.us-west-2.redshift.amazonaws.com",
+    ("serverless", "workgroup-name"): "workgroup-name.123456789012.us-west-2.redshift-serverless.amazonaws.com",
+}
+
 # CreateCluster VpcSecurityGroupIds (as mirrored in
 # https://docs.aws.amazon.com/sdk-for-kotlin/api/latest/redshift/aws.sdk.kotlin.services.redshift.model/-create-cluster-request/vpc-security-group-ids.html):
 # a group the cluster should have is named when it is created, or the ingress rule guards another.

@@ -64,6 +64,21 @@ def test_serverless_names_are_checked_as_aws_documents_them():
         assert bool(setup_cluster.SERVERLESS_NAME.fullmatch(name)) == documented, name
 
 
+def test_host_is_matched_to_the_warehouse_by_the_documented_endpoints(tmp_path):
+    """An endpoint belongs to the identifier and type that make it, and to no other."""
+    cfg = config.load_config(str(course_cfg(tmp_path)))
+    for (owner_type, owner), endpoint in rules.REDSHIFT_ENDPOINTS.items():
+        for cluster_type, identifier in rules.REDSHIFT_ENDPOINTS:
+            c = dataclasses.replace(cfg, host=endpoint.upper() if owner_type == "serverless" else endpoint,
+                                    cluster=dataclasses.replace(cfg.cluster, cluster_type=cluster_type,
+                                                                identifier=identifier.upper()))
+            if (cluster_type, identifier) == (owner_type, owner):
+                aws_common.check_host_names_this_warehouse(c)
+            else:
+                with pytest.raises(UserError, match=r"^\[CLUSTER\] HOST is "):
+                    aws_common.check_host_names_this_warehouse(c)
+
+
 def test_ports_and_node_counts_are_the_documented_ones():
     assert setup_cluster.PORTS == rules.RA3_PORT_RANGES == rules.SERVERLESS_PORT_RANGES
     assert setup_cluster.MIN_MULTI_NODE == rules.MIN_MULTI_NODE_RA3

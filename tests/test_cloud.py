@@ -3,6 +3,9 @@ checked as text and by sqlglot's Redshift parser."""
 import dataclasses
 import json
 import logging
+import re
+import subprocess
+import sys
 
 import boto3
 import pytest
@@ -153,6 +156,24 @@ def test_teardown_of_a_cluster_already_gone_goes_on_without_a_security_group(aws
     assert "HOST=''" in path.read_text()
 
 
+def test_a_final_snapshot_asked_of_a_cluster_already_being_deleted_is_refused(aws, tmp_path, monkeypatch):
+    """An earlier teardown (without a snapshot) stopped by Ctrl-C left the cluster deleting: the
+    next, with --final-snapshot keepme, promised the snapshot, took none and said all was gone."""
+    path = course_cfg(tmp_path)
+    setup(path)
+    described = teardown_cluster.describe_cluster
+    monkeypatch.setattr(teardown_cluster, "describe_cluster",
+                        lambda redshift, identifier: dict(described(redshift, identifier), ClusterStatus="deleting"))
+
+    def waited(*args):
+        raise AssertionError("teardown waited for the deletion: the snapshot asked for was not taken")
+    monkeypatch.setattr(teardown_cluster, "wait_for", waited)
+    with pytest.raises(UserError, match=r"^cluster dwhCluster is already being deleted, as an earlier teardown asked: "
+                                        r"no final snapshot keepme can be taken now"):
+        teardown_cluster.teardown(config.load_config(str(path)), final_snapshot="keepme", poll_seconds=0)
+    assert aws["iam"].get_role(RoleName="dwhRole") and "HOST=''" not in path.read_text()
+
+
 def test_a_configured_security_group_is_the_one_the_cluster_has_and_opens(aws, tmp_path):
     """The port was opened on DWH_SECURITY_GROUP_ID while the cluster was made with the VPC's
     default group (aws_rules.VPC_SECURITY_GROUP_DEFAULT): unreachable."""
@@ -188,6 +209,53 @@ def test_second_setup_reuses_everything(aws, tmp_path, caplog):
     assert "already open to 198.51.100.0/24" in caplog.text
     assert len(aws["redshift"].describe_clusters()["Clusters"]) == 1
     assert ingress_rules(aws) == ["198.51.100.0/24"]
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t: t.replace("DWH_CLUSTER_TYPE=multi-node", "DWH_CLUSTER_TYPE=serverless"),
+    lambda t: t.replace("DWH_CLUSTER_IDENTIFIER=dwhCluster", "DWH_CLUSTER_IDENTIFIER=dwhCluster2"),
+], ids=["serverless-now", "renamed"])
+def test_a_warehouse_host_names_is_never_lost_to_the_file(aws, tmp_path, edit):
+    """Set up, then the type or the name changed in dwh.cfg: setup wrote the new warehouse's HOST
+    over the first's (still running, billed, named nowhere); teardown deleted the new one (or
+    nothing), deleted the role the first still used, emptied HOST and said all was gone."""
+    path = course_cfg(tmp_path)
+    host, _ = setup(path)
+    path.write_text(edit(path.read_text()))
+    for step in (lambda: setup(path), lambda: teardown_cluster.teardown(config.load_config(str(path)), poll_seconds=0)):
+        with pytest.raises(UserError, match=rf"^\[CLUSTER\] HOST is {re.escape(host)}, not the (cluster|workgroup) "
+                                            r"dwhcluster2? that .*; nothing was changed$"):
+            step()
+    assert config.load_config(str(path)).host == host
+    assert aws["redshift"].describe_clusters(ClusterIdentifier="dwhCluster")["Clusters"]
+    assert aws["iam"].get_role(RoleName="dwhRole")
+
+
+INTERRUPTED_AT_AWS = """
+import runpy, sys
+import aws_common
+def ctrl_c(cfg):
+    raise KeyboardInterrupt
+aws_common.check_host_names_this_warehouse = ctrl_c  # the first step that talks of the warehouse
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("script, says", [
+    ("setup_cluster.py", "AWS goes on creating what was asked (a warehouse is billed from its start): run "
+                         "setup_cluster.py again to wait for it and write dwh.cfg, or teardown_cluster.py to delete it"),
+    ("teardown_cluster.py", "AWS goes on with a deletion already asked: run teardown_cluster.py again to see it "
+                            "through and empty HOST and ARN in dwh.cfg"),
+])
+def test_ctrl_c_in_the_cluster_scripts_says_what_aws_goes_on_doing(tmp_path, script, says):
+    """It said 'nothing was committed by the step that was running', while AWS went on creating
+    (and billing) the cluster."""
+    path = course_cfg(tmp_path)
+    asked = ["--yes"] if script == "teardown_cluster.py" else []  # no question to answer first
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED_AT_AWS, script, "--config", str(path), *asked],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert (done.returncode, done.stderr.splitlines()[-1]) == (130, f"{script}: interrupted; {says}"), done.stderr
 
 
 def test_teardown_removes_everything_and_clears_the_file(aws, tmp_path):

@@ -284,8 +284,24 @@ def setup_provisioned(cfg, clients, role_arn, cidr, poll_seconds):
     with aws_errors(f"waiting for cluster {cfg.cluster.identifier}"):
         wait_for(redshift, "cluster_available", cfg.cluster.identifier, poll_seconds)
         cluster = describe_cluster(redshift, cfg.cluster.identifier)
+        check_reused(f"cluster {cfg.cluster.identifier}", cfg, {
+            "DWH_PORT": cluster.get("Endpoint", {}).get("Port"), "DWH_DB": cluster.get("DBName"),
+            "DWH_DB_USER": cluster.get("MasterUsername")})
         sync_port(ec2, cfg, cluster_security_group(ec2, cfg, cluster), cidr)
     return cluster["Endpoint"]["Address"], cluster["Endpoint"].get("Port", cfg.cluster.port)
+
+
+def check_reused(what, cfg, has):
+    """A warehouse setup finds made keeps its port, database and user (setup does not change
+    them): [DWH] must give what it has, or the port opened, and dwh.cfg, would be another's."""
+    c = cfg.cluster
+    given = {"DWH_PORT": c.port, "DWH_DB": c.db_name, "DWH_DB_USER": c.db_user}
+    differ = [f"{key} {given[key]} (it has {value})" for key, value in has.items()
+              if value is not None and str(value) != str(given[key])]
+    if differ:
+        raise UserError(f"{what} exists with other settings than [DWH] gives: {', '.join(differ)}; set them as it "
+                        "has them (setup reuses a warehouse, it does not change it); no port was opened and "
+                        "dwh.cfg was not written")
 
 
 # --- Redshift Serverless ------------------------------------------------------------------------

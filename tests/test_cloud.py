@@ -231,6 +231,19 @@ def test_a_warehouse_host_names_is_never_lost_to_the_file(aws, tmp_path, edit):
     assert aws["iam"].get_role(RoleName="dwhRole")
 
 
+def test_a_cluster_reused_with_another_port_or_database_in_the_file_is_refused(aws, tmp_path):
+    """The second setup opened 5440 (the cluster listens on 5439) and wrote DB_NAME 'other' (the
+    cluster's is dwh); teardown then closed only 5440, leaving 5439 open."""
+    path = course_cfg(tmp_path, cidr="10.0.0.0/8")
+    setup(path)
+    written = path.read_text()
+    path.write_text(written.replace("DWH_PORT=5439", "DWH_PORT=5440").replace("DWH_DB=dwh", "DWH_DB=other"))
+    with pytest.raises(UserError, match=r"^cluster dwhCluster exists with other settings than \[DWH\] gives: "
+                                        r"DWH_PORT 5440 \(it has 5439\), DWH_DB other \(it has dwh\); "):
+        setup(path)
+    assert ingress_rules(aws, 5440) == [] and ingress_rules(aws, 5439) == ["10.0.0.0/8"]
+
+
 INTERRUPTED_AT_AWS = """
 import runpy, sys
 import aws_common

@@ -310,7 +310,7 @@ def test_a_setting_a_script_does_not_use_does_not_stop_it(tmp_path, setting, key
 @pytest.mark.parametrize("script, text, not_said", [
     # teardown reads the cluster's settings and AWS's only: a bad MAX_ERRORS kept the cluster running
     ("teardown_cluster.py", "[ETL]\nMAX_ERRORS=10k\n", "MAX_ERRORS"),
-    ("teardown_cluster.py", "[CLUSTER]\nHOST=x.redshift.amazonaws.com\n[IAM_ROLE]\nARN=''\n", "ARN"),
+    ("teardown_cluster.py", "[CLUSTER]\nHOST=dwhcluster.x.us-west-2.redshift.amazonaws.com\n[IAM_ROLE]\nARN=''\n", "ARN"),
     # setup fills HOST and ARN: it was told to run itself first to fill them
     ("setup_cluster.py", "[CLUSTER]\nHOST=''\nENGINE=redshift\n[IAM_ROLE]\nARN=''\n", "HOST is empty"),
 ])

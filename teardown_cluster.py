@@ -115,6 +115,17 @@ def teardown_provisioned(cfg, clients, final_snapshot, poll_seconds):
     close_port(ec2, cfg, group)
 
 
+def known_group(ec2, cfg):
+    """With the workgroup gone: the group its rules were on (configured, or the default VPC's
+    default group), or None where no group is known (no default VPC), and teardown goes on."""
+    try:
+        with aws_errors("finding the workgroup's security group"):
+            return security_group_id(ec2, cfg)
+    except UserError as e:
+        log.info("no ingress rule to close: %s", e)
+        return None
+
+
 # --- Redshift Serverless ------------------------------------------------------------------------
 def delete_serverless(serverless, ec2, cfg, final_snapshot, poll_seconds):
     """Close the port, delete the workgroup, wait until it is gone, then delete the namespace
@@ -125,6 +136,7 @@ def delete_serverless(serverless, ec2, cfg, final_snapshot, poll_seconds):
         workgroup = get_workgroup(serverless, name)
         if workgroup is None:
             log.info("workgroup %s does not exist; nothing to delete", name)
+            close_port(ec2, cfg, known_group(ec2, cfg))  # the rules it had are on the group it would have
         else:
             close_port(ec2, cfg, security_group_id(ec2, cfg, workgroup.get("securityGroupIds") or []))
             if workgroup["status"] != "DELETING":

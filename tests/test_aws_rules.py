@@ -467,9 +467,26 @@ def test_serverless_teardown_deletes_the_workgroup_waits_then_the_namespace(aws,
 
 def test_serverless_teardown_reruns_when_all_is_gone(tmp_path):
     serverless, stub = stubbed("redshift-serverless")
+    ec2, ec2_stub = stubbed("ec2")
+    not_found(stub, "get_workgroup", {"workgroupName": "dwhcluster"})
+    not_found(stub, "delete_namespace", {"namespaceName": "dwhcluster"})
+    ec2_stub.add_response("describe_vpcs", {"Vpcs": []}, {"Filters": [{"Name": "is-default", "Values": ["true"]}]})
+    with stub, ec2_stub:  # no default VPC: no group is known, and teardown goes on
+        assert teardown_cluster.delete_serverless(serverless, ec2, config.load_config(str(serverless_cfg(tmp_path))),
+                                                  None, 0) == []
+    stub.assert_no_pending_responses()
+    ec2_stub.assert_no_pending_responses()
+
+
+def test_serverless_teardown_closes_the_port_of_a_workgroup_already_gone(aws, tmp_path):
+    """The workgroup deleted elsewhere (the console): the rule setup had opened stayed open."""
+    cfg = config.load_config(str(serverless_cfg(tmp_path, cidr="10.0.0.0/8")))
+    group = aws_common.security_group_id(aws["ec2"], cfg)
+    setup_cluster.sync_port(aws["ec2"], cfg, group, "10.0.0.0/8")
+    assert ingress_rules(aws) == ["10.0.0.0/8"]
+    serverless, stub = stubbed("redshift-serverless")
     not_found(stub, "get_workgroup", {"workgroupName": "dwhcluster"})
     not_found(stub, "delete_namespace", {"namespaceName": "dwhcluster"})
     with stub:
-        assert teardown_cluster.delete_serverless(serverless, None, config.load_config(str(serverless_cfg(tmp_path))),
-                                                  None, 0) == []
-    stub.assert_no_pending_responses()
+        teardown_cluster.delete_serverless(serverless, aws["ec2"], cfg, None, 0)
+    assert ingress_rules(aws) == []

@@ -73,7 +73,6 @@ def require_cfg_file(cfg, script):
                         "[CLUSTER] DB_PASSWORD (or set DWH_DB_PASSWORD) and [S3]")
 
 
-# --- Waiting ------------------------------------------------------------------------------------
 def check_host_names_this_warehouse(cfg):
     """[CLUSTER] HOST, when set, names the warehouse [DWH] describes: a cluster's endpoint starts
     with its identifier, a workgroup's with its name and ends in .redshift-serverless.amazonaws.com
@@ -88,6 +87,7 @@ def check_host_names_this_warehouse(cfg):
                         "(or empty HOST if it is gone); nothing was changed")
 
 
+# --- Waiting ------------------------------------------------------------------------------------
 def poll(what, check, poll_seconds, timeout=3600):
     """Call check() -> (done, status) until done, logging progress. Returns the last status."""
     started = time.monotonic()

@@ -465,9 +465,6 @@ def staging_rejects(table, raw):
             f"          FROM (SELECT problem, CASE WHEN problem IS NULL THEN x.line::json END AS jv\n"
             f"                FROM (SELECT CASE WHEN {TOO_DEEP} THEN 'too deep'\n"
             f"                                  WHEN NOT pg_input_is_valid(x.line, 'json') THEN {_input_error('json')}\n"
-            f"                                  WHEN NOT pg_input_is_valid(x.line, 'jsonb') AND (pg_input_error_info(x.line, "
-            f"'jsonb')).sql_error_code <> '{NUMERIC_OUT_OF_RANGE}'\n"
-            f"                                       THEN {_input_error('jsonb')}\n"
             f"                                  WHEN NOT pg_input_is_valid(x.line, 'jsonb') AND NOT pg_input_is_valid({NUMBERS_AS_ZERO}, 'jsonb')\n"
             f"                                       THEN {_input_error('jsonb', NUMBERS_AS_ZERO)}\n"
             f"                             END AS problem OFFSET 0) v OFFSET 0) w OFFSET 0) p,\n"
@@ -476,10 +473,10 @@ def staging_rejects(table, raw):
             f") c WHERE reason IS NOT NULL")
 
 
-NUMERIC_OUT_OF_RANGE = "22003"  # SQLSTATE: PostgreSQL manual, Appendix A, PostgreSQL Error Codes
-# jsonb stops at a record's first error: past a number out of its range, the record read again
-# with every number where JSON puts a value (after ':', '[' or ',': a lookbehind, PostgreSQL
-# manual, Regular Expression Details) as 0, for the escapes after it
+# Past json's syntax, jsonb refuses an escape json_to_record refuses too, or a number beyond its
+# numeric, which the cast keeps as written: read again with every number where JSON puts a value
+# (after ':', '[' or ',': a lookbehind, PostgreSQL manual, Regular Expression Details) as 0, what
+# jsonb still refuses is an escape (also one after such a number: jsonb stops at its first error)
 NUMBERS_AS_ZERO = r"regexp_replace(x.line, '(?<=[:\[,])\s*-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?', '0', 'g')"
 
 

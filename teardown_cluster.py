@@ -104,22 +104,18 @@ def delete_role(iam, cfg):
 def teardown_provisioned(cfg, clients, final_snapshot, poll_seconds):
     redshift, ec2 = clients["redshift"], clients["ec2"]
     cluster = delete_cluster(redshift, cfg, final_snapshot, poll_seconds)
-    try:
-        with aws_errors("finding the cluster's security group"):
-            group = cluster_security_group(ec2, cfg, cluster)
-    except UserError as e:
-        if cluster is not None:
-            raise
-        log.info("no ingress rule to close: %s", e)  # the cluster is gone, and no group is known
-        group = None
+    if cluster is None:
+        return close_port(ec2, cfg, known_group(ec2, cfg))
+    with aws_errors("finding the cluster's security group"):
+        group = cluster_security_group(ec2, cfg, cluster)
     close_port(ec2, cfg, group)
 
 
 def known_group(ec2, cfg):
-    """With the workgroup gone: the group its rules were on (configured, or the default VPC's
+    """With the warehouse gone: the group its rules were on (configured, or the default VPC's
     default group), or None where no group is known (no default VPC), and teardown goes on."""
     try:
-        with aws_errors("finding the workgroup's security group"):
+        with aws_errors("finding the warehouse's security group"):
             return security_group_id(ec2, cfg)
     except UserError as e:
         log.info("no ingress rule to close: %s", e)

@@ -151,7 +151,7 @@ def test_teardown_of_a_cluster_already_gone_goes_on_without_a_security_group(aws
     def no_group(*args):
         raise UserError("no security group to open: set [DWH] DWH_SECURITY_GROUP_ID")
     teardown_cluster.teardown(config.load_config(str(path)), poll_seconds=0)
-    monkeypatch.setattr(teardown_cluster, "cluster_security_group", no_group)
+    monkeypatch.setattr(teardown_cluster, "security_group_id", no_group)
     teardown_cluster.teardown(config.load_config(str(path)), poll_seconds=0)  # again: all gone
     assert "HOST=''" in path.read_text()
 

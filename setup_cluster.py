@@ -23,11 +23,6 @@ from errors import UserError
 log = logging.getLogger("sparkify")
 
 POLICY_NAME = "sparkify-s3-read"
-TRUST_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "redshift.amazonaws.com"},
-                   "Action": "sts:AssumeRole"}],
-}
 # Node types AWS accepts for new clusters (docs/redshift.md and tests/aws_rules.py name the sources).
 NODE_TYPES = ("ra3.large", "ra3.xlplus", "ra3.4xlarge", "ra3.16xlarge")
 MIN_MULTI_NODE = 2  # RA3 multi-node clusters start at 2 nodes (docs/redshift.md)
@@ -193,18 +188,29 @@ def data_region(s3, cfg):
     return region, False
 
 
+def trust_policy(cluster_type):
+    """Who may assume the role: Amazon Redshift, and for a Serverless workgroup Redshift Serverless
+    too, as its guide asks (tests/aws_rules.py names the pages)."""
+    services = ["redshift.amazonaws.com"] + (["redshift-serverless.amazonaws.com"] if cluster_type == "serverless" else [])
+    return {"Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"Service": services}, "Action": "sts:AssumeRole"}]}
+
+
 # --- The steps ----------------------------------------------------------------------------------
 def ensure_role(iam, cfg):
-    """The role Redshift assumes, with the S3 read policy; created or reused. Returns its ARN."""
+    """The role Redshift assumes, with the S3 read policy; created or reused (a reused role gets
+    this warehouse's trust and policy: one made for a cluster may now serve a workgroup). Returns
+    its ARN."""
     name = cfg.cluster.iam_role_name
-    policy = json.dumps(s3_read_policy(cfg))
+    trust, policy = json.dumps(trust_policy(cfg.cluster.cluster_type)), json.dumps(s3_read_policy(cfg))
     with aws_errors(f"creating IAM role {name}"):
         try:
-            arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(TRUST_POLICY),
+            arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust,
                                   Description="Lets the Sparkify Redshift warehouse read its S3 sources")["Role"]["Arn"]
             log.info("created IAM role %s", name)
         except iam.exceptions.EntityAlreadyExistsException:
             arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+            iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust)
             log.info("IAM role %s exists; reusing it", name)
         iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=policy)
     return arn

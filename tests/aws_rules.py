@@ -122,6 +122,17 @@ WORKGROUP_STATUSES = frozenset({"CREATING", "AVAILABLE", "MODIFYING", "DELETING"
 SERVERLESS_PORT_RANGES = (range(5431, 5456), range(8191, 8216))
 
 # --- IAM and S3 ----------------------------------------------------------------------------------
+# Who may assume the role COPY names. A provisioned cluster: Amazon Redshift, "redshift.amazonaws.com"
+# (Amazon Redshift Management Guide, "Authorizing Amazon Redshift to access AWS services on your
+# behalf": the role is made for the AWS service Redshift, https://docs.aws.amazon.com/redshift/latest/mgmt/authorizing-redshift-service.html;
+# its trust policy as JSON in "Setting permissions for scheduled query history",
+# https://docs.aws.amazon.com/redshift/latest/mgmt/query-editor-v2-schedule-query-view-history.html).
+# Serverless: "make sure that it contains redshift-serverless.amazonaws.com and
+# redshift.amazonaws.com as principal service names" (Management Guide, "Granting permissions to
+# Amazon Redshift Serverless", https://docs.aws.amazon.com/redshift/latest/mgmt/serverless-security-other-services.html).
+ROLE_TRUSTED_SERVICES = {"provisioned": frozenset({"redshift.amazonaws.com"}),
+                         "serverless": frozenset({"redshift.amazonaws.com", "redshift-serverless.amazonaws.com"})}
+
 # What COPY needs. Source: Amazon Redshift Database Developer Guide, "Permissions to access other
 # AWS Resources", "IAM permissions for COPY, UNLOAD, and CREATE LIBRARY"
 # (https://docs.aws.amazon.com/redshift/latest/dg/copy-usage_notes-access-permissions.html):

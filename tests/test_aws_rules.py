@@ -3,6 +3,7 @@ node types, the data's region, the IAM policy, ingress rules, role attachment, p
 Redshift Serverless. moto where it has the service; botocore's Stubber (which checks every
 parameter against the service model) where it does not."""
 import dataclasses
+import json
 
 import boto3
 import pytest
@@ -214,6 +215,35 @@ def test_wildcards_in_a_prefix_are_literal(tmp_path):
 def test_a_whole_bucket_is_listed_without_a_condition(tmp_path):
     listing = policy_for(tmp_path, song="s3://other-bucket", jsonpath="auto")["Statement"][0]
     assert listing == {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::other-bucket"}
+
+
+def trusted_services(iam, name="dwhRole"):
+    """The services the role lets assume it (an Allow of sts:AssumeRole)."""
+    trust = iam.get_role(RoleName=name)["Role"]["AssumeRolePolicyDocument"]
+    trust = json.loads(trust) if isinstance(trust, str) else trust
+    found = set()
+    for st in trust["Statement"]:
+        if st["Effect"] == "Allow" and st["Action"] == "sts:AssumeRole":
+            service = st["Principal"]["Service"]
+            found |= {service} if isinstance(service, str) else set(service)
+    return found
+
+
+def kind_cfg(tmp_path, kind):
+    tmp_path.mkdir(exist_ok=True)
+    return config.load_config(str(serverless_cfg(tmp_path) if kind == "serverless" else course_cfg(tmp_path)))
+
+
+@pytest.mark.parametrize("kind", sorted(rules.ROLE_TRUSTED_SERVICES))
+def test_the_role_trusts_the_services_aws_names_for_the_warehouse(aws, tmp_path, kind):
+    setup_cluster.ensure_role(aws["iam"], kind_cfg(tmp_path, kind))
+    assert trusted_services(aws["iam"]) == rules.ROLE_TRUSTED_SERVICES[kind]
+
+
+def test_a_role_made_for_a_cluster_is_trusted_by_serverless_once_reused_for_a_workgroup(aws, tmp_path):
+    setup_cluster.ensure_role(aws["iam"], kind_cfg(tmp_path / "p", "provisioned"))
+    setup_cluster.ensure_role(aws["iam"], kind_cfg(tmp_path / "s", "serverless"))
+    assert trusted_services(aws["iam"]) == rules.ROLE_TRUSTED_SERVICES["serverless"]
 
 
 # --- Ingress rules ----------------------------------------------------------------------------------

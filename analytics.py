@@ -4,10 +4,12 @@ the last loads with --runs; check the warehouse's data quality with --quality.
 
 Queries run as the read-only reader (see db.connect), so no text can change data; --sql takes
 exactly one SELECT (or VALUES), run through a server-side cursor, which streams its rows.
-Plays per hour and per day are bar charts too; --html writes the report as one page.
+Plays per hour and per day are bar charts too, where an hour or day without plays is a bar of 0;
+--html writes the report as one page.
 --serve keeps the embedded server running for other tools, open to the reader only."""
 import argparse
 import contextlib
+import datetime
 import logging
 import re
 import shlex
@@ -35,7 +37,41 @@ def section_name(title):
 
 
 SECTIONS = {section_name(title): (title, sql) for title, sql in sql_queries.analytics_queries}
-CHARTS = ("plays-per-hour-utc", "plays-per-day")  # drawn as bar charts as well
+
+
+def every_hour(rows):
+    """(hour, plays) rows in hour order (NULL last), with each hour 0-23 that has none as 0."""
+    due = None  # the next hour, once there is one: no plays, no rows
+    for hour, plays in rows:
+        until = 24 if hour is None else int(hour)
+        if hour is not None or due is not None:
+            yield from ((str(h), "0") for h in range(due or 0, until))
+            due = until + (hour is not None)
+        yield hour, plays
+    if due is not None:
+        yield from ((str(h), "0") for h in range(due, 24))
+
+
+def every_day(rows):
+    """(day, plays) rows in day order, with each day between the first and the last that has
+    none as 0; a gap longer than GAP_DAYS is one row, its first and last day."""
+    last = None
+    for day, plays in rows:
+        if day is not None:
+            this = datetime.date.fromisoformat(day)
+            gap = (this - last).days - 1 if last else 0
+            if 0 < gap <= GAP_DAYS:
+                yield from ((str(last + datetime.timedelta(days=n)), "0") for n in range(1, gap + 1))
+            elif gap > GAP_DAYS:
+                yield f"{last + datetime.timedelta(days=1)} to {this - datetime.timedelta(days=1)}", "0"
+            last = this
+        yield day, plays
+
+
+GAP_DAYS = 62  # a longer run of days without plays is one bar's row, not one each
+# Drawn as bar charts (in the terminal instead of the table), on a time axis: the rows of a chart,
+# where a period without plays has a row of its own (a chart without it closes the gap).
+CHARTS = {"plays-per-hour-utc": every_hour, "plays-per-day": every_day}
 
 
 # One statement: a lexer just good enough to find the semicolons that end statements, outside
@@ -119,6 +155,18 @@ def stream(conn, query):
     return columns, numeric, pages()
 
 
+def paged(rows):
+    """Rows in pages of PAGE."""
+    page = []
+    for row in rows:
+        page.append(row)
+        if len(page) == PAGE:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
 def _execute(conn, cur, statement):
     try:
         cur.execute(statement)
@@ -150,7 +198,7 @@ def report(conn, names, charts=True):
     """The named sections, one query at a time: (title, columns, numeric, pages, chart) each."""
     for name in names:
         title, query = SECTIONS[name]
-        yield (title, *stream(conn, query), charts and name in CHARTS)
+        yield (title, *stream(conn, query), CHARTS.get(name) if charts else None)
         conn.rollback()  # one cursor at a time (Redshift)
 
 
@@ -192,7 +240,7 @@ def main(cfg, args):
             elif not args.csv:
                 print(("\n" if n else "") + f"== {title} ==")
             if chart and not (args.csv or args.no_chart):
-                output.write_chart(sys.stdout, columns, pages)
+                output.write_chart(sys.stdout, columns, paged(chart(row for page in pages for row in page)))
             else:
                 write(sys.stdout, columns, numeric, pages, args.csv)
     finally:

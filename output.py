@@ -180,15 +180,15 @@ def escape(value):
 
 def write_html(out, title, sections):
     """The page: per section its heading, its bar chart if it has one, and its table.
-    sections: (title, columns, numeric, pages, chart) each, its pages read before the next.
-    Returns the number of sections."""
+    sections: (title, columns, numeric, pages, chart) each, its pages read before the next;
+    chart: None, or what makes the chart's rows from the table's. Returns the number of sections."""
     out.write(PAGE_HEAD.format(title=escape(title)))
     n = 0
     for name, columns, numeric, pages, chart in sections:
         out.write(f"<section>\n<h2>{escape(name)}</h2>\n")
         if chart:
             rows = [row for page in pages for row in page]  # one per hour or day
-            out.write(svg_chart(name, rows))
+            out.write(svg_chart(name, list(chart(rows))))
             pages = [rows]
         _html_table(out, columns, numeric, pages)
         out.write("</section>\n")

@@ -1077,8 +1077,9 @@ reload_config = "SELECT pg_reload_conf()"
 
 
 # --- Analytics: the questions the schema exists for ------------------------------------------
-# Plays per hour and per day are drawn as bar charts too (analytics.CHARTS): the first column
-# labels a bar, the last is its length; one row per hour or day, so a chart holds all its rows.
+# Plays per hour and per day are drawn as bar charts too (analytics.CHARTS, which adds the hours and
+# days without plays): the first column labels a bar, the last is its length; one row per hour or
+# day, so a chart holds all its rows.
 analytics_queries = [
     ("Most played songs", """
 SELECT s.title, a.name AS artist, COUNT(*) AS plays

@@ -1,6 +1,7 @@
 """The report's plays per hour and per day as bar charts: in the terminal (fitting its width,
 ASCII when the output is not UTF-8, none with --no-chart), and in one self-contained HTML page
 (inline SVG, every value escaped) that a real browser (headless Chromium) renders."""
+import datetime
 import html.parser
 import io
 import re
@@ -11,14 +12,19 @@ import zlib
 
 import pytest
 
+import analytics
 import output
 from conftest import TS, event, reset, run_script, song, write_events, write_song
 
 HOUR = 3600 * 1000
-# TS is 2018-11-30 00:22 UTC: plays at hours 0 (x4), 2 (x2), 5 on the 30th, and 23 on the 29th
-PLAYS = [TS] * 4 + [TS + 2 * HOUR] * 2 + [TS + 5 * HOUR, TS - HOUR]
-PER_HOUR = {"0": 4, "2": 2, "5": 1, "23": 1}
-PER_DAY = {"2018-11-29": 1, "2018-11-30": 7}
+# TS is 2018-11-30 00:22 UTC: plays at hours 0 (x4), 2 (x2), 5 on the 30th, 23 on the 29th, and 2
+# on the 27th (none on the 28th)
+PLAYS = [TS] * 4 + [TS + 2 * HOUR] * 2 + [TS + 5 * HOUR, TS - HOUR, TS - 70 * HOUR]
+PER_HOUR = {"0": 4, "2": 3, "5": 1, "23": 1}
+PER_DAY = {"2018-11-27": 1, "2018-11-29": 1, "2018-11-30": 7}
+# A chart has a bar's row for each hour, and each day from the first to the last, with no plays too
+EVERY_HOUR = {str(h): PER_HOUR.get(str(h), 0) for h in range(24)}
+EVERY_DAY = {"2018-11-27": 1, "2018-11-28": 0, "2018-11-29": 1, "2018-11-30": 7}
 HOSTILE_TITLE = "</svg><script>alert(1)</script>"
 HOSTILE_LOCATION = '"><img src=x onerror=alert(2)>'
 
@@ -58,7 +64,8 @@ def test_plays_per_hour_is_a_bar_chart_as_wide_as_the_terminal(plays, columns):
     lines = chart(plays, "plays-per-hour-utc", columns)
     assert lines[:2] == ["== Plays per hour (UTC) ==", "hour  plays"]
     found = bars(lines, "█" + output.EIGHTHS.strip())
-    assert {label: number for label, (_, number) in found.items()} == PER_HOUR
+    assert {label: number for label, (_, number) in found.items()} == EVERY_HOUR
+    assert list(found) == sorted(found, key=int)
     assert max(len(line) for line in lines) == columns - 1  # the longest bar fills the width, no wrap
     longest = found["0"][0]
     for label, (eighths, number) in found.items():  # each bar in proportion, to an eighth of a cell
@@ -76,14 +83,15 @@ def test_no_rows_is_one_header_and_says_so(pages):
 def test_plays_per_day_is_a_bar_chart(plays):
     lines = chart(plays, "plays-per-day", 60)
     assert lines[:2] == ["== Plays per day ==", "       day  plays"]
-    assert {label: number for label, (_, number) in bars(lines, "█" + output.EIGHTHS.strip()).items()} == PER_DAY
+    found = bars(lines, "█" + output.EIGHTHS.strip())
+    assert {label: number for label, (_, number) in found.items()} == EVERY_DAY and list(found) == sorted(found)
 
 
 def test_the_chart_is_ascii_when_the_output_is_not_utf8(plays):
     lines = chart(plays, "plays-per-hour-utc", 50, encoding="latin-1")
     assert all(line.isascii() for line in lines)
     found = bars(lines, "#")
-    assert {label: number for label, (_, number) in found.items()} == PER_HOUR
+    assert {label: number for label, (_, number) in found.items()} == EVERY_HOUR
     assert max(len(line) for line in lines) == 49
     cells = found["0"][0] // 8
     for label, (eighths, number) in found.items():  # a '#' per whole cell
@@ -91,9 +99,23 @@ def test_the_chart_is_ascii_when_the_output_is_not_utf8(plays):
 
 
 def test_no_chart_and_csv_give_the_numbers_alone(plays):
+    """The table is the query's rows: the days with plays."""
     assert chart(plays, "plays-per-day", 60, "--no-chart") == [
-        "== Plays per day ==", "day         plays", "----------  -----", "2018-11-29      1", "2018-11-30      7"]
-    assert chart(plays, "plays-per-day", 60, "--csv") == ["day,plays", "2018-11-29,1", "2018-11-30,7"]
+        "== Plays per day ==", "day         plays", "----------  -----", "2018-11-27      1", "2018-11-29      1",
+        "2018-11-30      7"]
+    assert chart(plays, "plays-per-day", 60, "--csv") == ["day,plays", "2018-11-27,1", "2018-11-29,1", "2018-11-30,7"]
+
+
+def test_a_long_gap_is_one_row_and_no_plays_no_rows():
+    rows = [("2018-01-01", "1"), ("2018-01-03", "2"), ("2019-01-01", "3"), (None, "4")]
+    assert list(analytics.every_day(iter(rows))) == [
+        ("2018-01-01", "1"), ("2018-01-02", "0"), ("2018-01-03", "2"), ("2018-01-04 to 2018-12-31", "0"),
+        ("2019-01-01", "3"), (None, "4")]
+    assert len(list(analytics.every_day([("2018-01-01", "1"), (str(datetime.date(2018, 1, 2) + datetime.timedelta(
+        days=analytics.GAP_DAYS)), "1")]))) == analytics.GAP_DAYS + 2  # a gap of GAP_DAYS: a row each
+    assert list(analytics.every_hour(iter([]))) == [] and list(analytics.every_day(iter([]))) == []
+    assert [h for h, _ in analytics.every_hour(iter([("5", "1"), (None, "2")]))] == [
+        *map(str, range(24)), None]
 
 
 # --- The HTML page -----------------------------------------------------------------------------
@@ -290,5 +312,5 @@ def test_a_browser_draws_the_charts(plays, tmp_path):
     charts = [attrs["aria-label"] for tag, attrs, _ in dom.elements if tag == "svg"]
     assert charts == ["Plays per hour (UTC)", "Plays per day"]
     drawn = [svg for tag, attrs, svg in dom.elements if tag == "rect" and attrs.get("class") == "bar"]
-    assert [drawn.count(c) for c in charts] == [len(PER_HOUR), len(PER_DAY)] and None not in drawn
+    assert [drawn.count(c) for c in charts] == [len(EVERY_HOUR), len(EVERY_DAY)] and None not in drawn
     assert HOSTILE_TITLE in dom.text["td"]

@@ -322,6 +322,8 @@ def ensure_namespace(serverless, cfg, role_arn):
                 namespaceName=name, adminUsername=c.db_user, adminUserPassword=cfg.db_password,
                 dbName=c.db_name, defaultIamRoleArn=role_arn, iamRoles=[role_arn])["namespace"]
         log.info("namespace %s exists; reusing it", name)
+        check_reused(f"namespace {name}", cfg, {"DWH_DB": namespace.get("dbName"),
+                                                "DWH_DB_USER": namespace.get("adminUsername")})
         if role_arn not in namespace.get("iamRoles", []) or namespace.get("defaultIamRoleArn") != role_arn:
             roles = [r for r in namespace.get("iamRoles", []) if r != role_arn] + [role_arn]
             namespace = serverless.update_namespace(namespaceName=name, defaultIamRoleArn=role_arn,
@@ -337,6 +339,7 @@ def ensure_workgroup(serverless, cfg):
         workgroup = get_workgroup(serverless, name)
         if workgroup is not None:
             log.info("workgroup %s exists (%s); reusing it", name, workgroup["status"])
+            check_reused(f"workgroup {name}", cfg, {"DWH_PORT": workgroup.get("port")})
             return workgroup
         params = dict(workgroupName=name, namespaceName=name, baseCapacity=c.base_rpu,
                       publiclyAccessible=c.publicly_accessible, port=c.port)

@@ -387,7 +387,7 @@ def serverless_cfg(tmp_path, cidr=""):
 
 def workgroup(status, groups=("sg-0123456789abcdef0",)):  # a well-formed id no group has
     return {"workgroup": {"workgroupName": "dwhcluster", "namespaceName": "dwhcluster", "status": status,
-                          "workgroupArn": WG_ARN, "securityGroupIds": list(groups),
+                          "workgroupArn": WG_ARN, "securityGroupIds": list(groups), "port": 5439,
                           "endpoint": {"address": ENDPOINT, "port": 5439}}}
 
 
@@ -476,6 +476,28 @@ def test_an_existing_namespace_gets_the_role_as_its_default(tmp_path):
         "namespaceName": "dwhcluster", "defaultIamRoleArn": ROLE_ARN, "iamRoles": [old, ROLE_ARN]})
     with stub:
         setup_cluster.ensure_namespace(serverless, cfg, ROLE_ARN)
+    stub.assert_no_pending_responses()
+
+
+def test_a_reused_namespace_or_workgroup_with_other_settings_than_dwh_is_refused_before_any_change(tmp_path):
+    """The namespace's database and admin user, and the workgroup's port, are its own (setup does
+    not change them): a [DWH] that says otherwise wrote another database to dwh.cfg, or opened
+    another port."""
+    serverless, stub = stubbed("redshift-serverless")
+    path = serverless_cfg(tmp_path)
+    path.write_text(path.read_text().replace("DWH_PORT=5439", "DWH_PORT=5440").replace("DWH_DB=dwh", "DWH_DB=other"))
+    cfg = config.load_config(str(path))
+    stub.add_response("get_namespace", {"namespace": {"namespaceName": "dwhcluster", "dbName": "dwh",
+                                                      "adminUsername": "dwhuser", "iamRoles": []}},
+                      {"namespaceName": "dwhcluster"})
+    stub.add_response("get_workgroup", workgroup("AVAILABLE"), {"workgroupName": "dwhcluster"})
+    with stub:
+        with pytest.raises(UserError, match=r"^namespace dwhcluster exists with other settings than \[DWH\] gives: "
+                                            r"DWH_DB other \(it has dwh\); "):
+            setup_cluster.ensure_namespace(serverless, cfg, ROLE_ARN)  # no update_namespace was stubbed
+        with pytest.raises(UserError, match=r"^workgroup dwhcluster exists with other settings than \[DWH\] gives: "
+                                            r"DWH_PORT 5440 \(it has 5439\); "):
+            setup_cluster.ensure_workgroup(serverless, cfg)
     stub.assert_no_pending_responses()
 
 

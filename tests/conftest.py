@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+import boto3
 import pytest
+from moto import mock_aws
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # the scripts, and the bench's generator
@@ -157,8 +159,6 @@ def run_script(script, *args, env=None, timeout=120):
 @pytest.fixture
 def aws(monkeypatch):
     """moto's AWS (IAM, Redshift, EC2, S3) in us-west-2, with the course's bucket there."""
-    import boto3
-    from moto import mock_aws
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                  "AWS_DEFAULT_REGION": "us-west-2"}.items():
         monkeypatch.setenv(k, v)
@@ -193,8 +193,6 @@ def fill_course_bucket(s3, bucket="udacity-dend"):
 def course_bucket(monkeypatch):
     """moto's S3 in us-west-2 with the course's bucket holding the sample: what a Redshift load
     (and its --dry-run) lists before it COPYs. Yields the S3 client."""
-    import boto3
-    from moto import mock_aws
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                  "AWS_DEFAULT_REGION": "us-west-2"}.items():
         monkeypatch.setenv(k, v)
@@ -245,7 +243,6 @@ def emulator(tmp_path):
 
 def emulated_course_bucket(url):
     """The course's bucket with the sample, in the emulator at url; the environment that reaches it."""
-    import boto3
     env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-west-2"}
     s3 = boto3.client("s3", region_name="us-west-2", endpoint_url=url,

@@ -178,6 +178,19 @@ def copy_reads_gzip(statement):
     return "GZIP" in re.sub(r"'[^']*'", "''", statement).upper().split()
 
 
+# --- Cursors (analytics.py streams every result through one) -----------------------------------
+# Amazon Redshift Database Developer Guide, "DECLARE" (https://docs.aws.amazon.com/redshift/latest/dg/declare.html):
+# `DECLARE cursor_name CURSOR FOR query`, inside a transaction block, one cursor open per session;
+# "FETCH" (https://docs.aws.amazon.com/redshift/latest/dg/fetch.html): `FETCH FORWARD count FROM cursor`,
+# count at most 1000 on a single-node cluster.
+CURSOR = {
+    "declare": r"DECLARE (\w+) CURSOR FOR (?s:.+)",
+    "fetch": r"FETCH FORWARD (\d+) FROM (\w+)",
+    "close": r"CLOSE (\w+)",
+    "max_fetch": 1000,
+}
+
+
 # --- Text columns hold bytes ----------------------------------------------------------------
 # "Character types", https://docs.aws.amazon.com/redshift/latest/dg/r_Character_types.html:
 CHARACTER_TYPES_SOURCE = "https://docs.aws.amazon.com/redshift/latest/dg/r_Character_types.html"

@@ -5,6 +5,7 @@ import csv
 import io
 import os
 import pty
+import re
 import subprocess
 import sys
 from urllib.parse import parse_qs, urlparse
@@ -17,6 +18,7 @@ import config
 import create_tables
 import db
 import output
+import redshift_rules
 import sql_queries
 from conftest import ROOT, event, query, reset, run_script, song, table, write_events, write_song
 from errors import UserError
@@ -468,22 +470,7 @@ def test_create_tables_asks_nothing_of_an_empty_or_new_warehouse(make_cfg):
     assert f"dropped 0 existing tables, created {len(sql_queries.TABLES)}" in out.stdout
 
 
-# Amazon Redshift Database Developer Guide, "DECLARE" (https://docs.aws.amazon.com/redshift/latest/dg/declare.html):
-# `DECLARE cursor_name CURSOR FOR query`, inside a transaction block, one cursor open per session;
-# "FETCH" (https://docs.aws.amazon.com/redshift/latest/dg/fetch.html): `FETCH FORWARD count FROM cursor`,
-# count at most 1000 on a single-node cluster.
-REDSHIFT_CURSOR = {
-    "declare": r"DECLARE (\w+) CURSOR FOR (?s:.+)",
-    "fetch": r"FETCH FORWARD (\d+) FROM (\w+)",
-    "close": r"CLOSE (\w+)",
-    "max_fetch": 1000,
-}
-
-
 def test_the_cursor_statements_are_ones_redshift_takes(loaded, monkeypatch):
-    import re
-
-    import cli
     sent, execute = [], analytics._execute
     monkeypatch.setattr(analytics, "_execute", lambda conn, cur, s: (sent.append((s, conn.autocommit)),
                                                                       execute(conn, cur, s)))
@@ -493,12 +480,12 @@ def test_the_cursor_statements_are_ones_redshift_takes(loaded, monkeypatch):
     analytics.main(loaded, parser.parse_args(["--csv", "--sql", "SELECT g FROM generate_series(1, 2500) g"]))
     open_cursors = 0
     for statement, autocommit in sent:
-        if m := re.fullmatch(REDSHIFT_CURSOR["declare"], statement):
+        if m := re.fullmatch(redshift_rules.CURSOR["declare"], statement):
             assert open_cursors == 0 and not autocommit  # psycopg2 sends BEGIN first: a transaction block
             open_cursors = 1
-        elif m := re.fullmatch(REDSHIFT_CURSOR["fetch"], statement):
-            assert open_cursors == 1 and int(m[1]) <= REDSHIFT_CURSOR["max_fetch"]
+        elif m := re.fullmatch(redshift_rules.CURSOR["fetch"], statement):
+            assert open_cursors == 1 and int(m[1]) <= redshift_rules.CURSOR["max_fetch"]
         else:
-            assert re.fullmatch(REDSHIFT_CURSOR["close"], statement) and open_cursors == 1
+            assert re.fullmatch(redshift_rules.CURSOR["close"], statement) and open_cursors == 1
             open_cursors = 0
     assert [s for s, _ in sent].count(f"FETCH FORWARD {analytics.PAGE} FROM {analytics.CURSOR}") == len(analytics.SECTIONS) + 3

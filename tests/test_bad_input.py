@@ -273,6 +273,5 @@ def test_a_bad_song_file_is_kept_whole_past_a_nul(make_cfg, tmp_path):
 
 
 def test_redshift_keeps_as_much_of_a_bad_record_as_it_can():
-    import sql_queries
     ddl = sql_queries.TABLE["load_errors"].create("redshift")
     assert "record       VARCHAR(65535)" in ddl and "record_bytes BIGINT" in ddl

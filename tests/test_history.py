@@ -17,7 +17,8 @@ import redshift_rules
 import sql_queries
 from conftest import ROOT, SAMPLE_LOGS, query, run_script, star
 from errors import UserError
-from test_faults import BLOCKED_MID_TRANSFORM, batches, sigkill, stopped_at, table_locked, wait_until_rolled_back  # noqa: F401
+from test_faults import (BLOCKED_MID_TRANSFORM, batches, etl_process, sigkill, stopped_at, table_locked,  # noqa: F401
+                         wait_for_backend, wait_until_rolled_back)
 
 
 def runs(cfg):
@@ -139,7 +140,6 @@ def test_a_waiting_run_does_not_mark_the_running_one(warehouse):
     """Only a run holding the lock may judge the others: the one it waited for had it."""
     etl.run_etl(warehouse)
     with table_locked(warehouse, "songplays"):
-        from test_faults import etl_process, wait_for_backend
         first = etl_process(warehouse)
         wait_for_backend(warehouse, BLOCKED_MID_TRANSFORM)
         second = etl_process(warehouse)
@@ -183,5 +183,4 @@ def test_the_star_step_says_what_it_is_doing(warehouse, monkeypatch, caplog):
 
 def test_key_build_progress_reads_postgres_view(warehouse):
     """The view and columns StarProgress reads exist on this PostgreSQL (no build running: no row)."""
-    import sql_queries
     assert query(warehouse, sql_queries.key_build_progress, (0,)) == []

@@ -311,6 +311,16 @@ def check_reused(what, cfg, has):
 
 
 # --- Redshift Serverless ------------------------------------------------------------------------
+# GetNamespace gives a role as its ARN, or wrapped: "IamRole(applyStatus=in-sync, iamRoleArn=arn:...)",
+# its fields in either order (tests/aws_rules.py names where this is seen)
+ROLE_ARN_IN = re.compile(r"arn:[a-z-]+:iam::\d{12}:role/[\w+=,.@/-]+?(?=\)|, |$)")
+
+
+def namespace_roles(namespace):
+    """The ARNs of the namespace's IAM roles."""
+    return [m.group() for r in namespace.get("iamRoles") or [] if (m := ROLE_ARN_IN.search(r))]
+
+
 def ensure_namespace(serverless, cfg, role_arn):
     """The namespace (admin user, password, database) with the role as its default IAM role."""
     c, name = cfg.cluster, cfg.cluster.identifier.lower()
@@ -324,8 +334,9 @@ def ensure_namespace(serverless, cfg, role_arn):
         log.info("namespace %s exists; reusing it", name)
         check_reused(f"namespace {name}", cfg, {"DWH_DB": namespace.get("dbName"),
                                                 "DWH_DB_USER": namespace.get("adminUsername")})
-        if role_arn not in namespace.get("iamRoles", []) or namespace.get("defaultIamRoleArn") != role_arn:
-            roles = [r for r in namespace.get("iamRoles", []) if r != role_arn] + [role_arn]
+        roles = namespace_roles(namespace)
+        if role_arn not in roles or namespace.get("defaultIamRoleArn") != role_arn:
+            roles = [r for r in roles if r != role_arn] + [role_arn]
             namespace = serverless.update_namespace(namespaceName=name, defaultIamRoleArn=role_arn,
                                                     iamRoles=roles)["namespace"]
             log.info("made %s the default IAM role of namespace %s", role_arn, name)

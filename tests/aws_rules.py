@@ -118,6 +118,14 @@ USAGE_LIMIT_BREACH_ACTIONS = frozenset({"log", "emit-metric", "deactivate"})
 USAGE_LIMIT_USAGE_TYPES = frozenset({"serverless-compute", "cross-region-datasharing"})
 USAGE_LIMIT_API_DEFAULTS = {"period": "monthly", "breachAction": "log"}  # which cap nothing
 WORKGROUP_STATUSES = frozenset({"CREATING", "AVAILABLE", "MODIFYING", "DELETING"})
+# How GetNamespace gives a namespace's IAM roles: the API Reference types iamRoles as a list of
+# strings ("A list of IAM roles to associate with the namespace"); the service gives each role
+# wrapped, its fields in either order: "IamRole(applyStatus=in-sync, iamRoleArn=arn:aws:iam::...)" and
+# "IamRole(iamRoleArn=arn:aws:iam::..., applyStatus=in-sync)" (AWS Solutions Library, guidance-for-
+# clickstream-analytics-on-aws, pull request #507, "parse the IamRole of redshift serverless namespace
+# with different outputs", 2023-11-18). The bare ARN too, as the type says.
+NAMESPACE_ROLE_FORMS = ("{arn}", "IamRole(applyStatus=in-sync, iamRoleArn={arn})",
+                        "IamRole(iamRoleArn={arn}, applyStatus=in-sync)")
 # CreateWorkgroup port: "Valid port ranges are 5431-5455 and 8191-8215. The default is 5439."
 SERVERLESS_PORT_RANGES = (range(5431, 5456), range(8191, 8216))
 

@@ -479,6 +479,27 @@ def test_an_existing_namespace_gets_the_role_as_its_default(tmp_path):
     stub.assert_no_pending_responses()
 
 
+@pytest.mark.parametrize("form", rules.NAMESPACE_ROLE_FORMS)
+def test_a_namespace_role_is_read_in_the_form_aws_gives_it(tmp_path, form):
+    """Re-running setup on a namespace that has the role changes nothing; one that lacks it gets
+    the ARNs back, not the wrapped text (which sent every re-run into an UpdateNamespace)."""
+    serverless, stub = stubbed("redshift-serverless")
+    cfg = config.load_config(str(serverless_cfg(tmp_path)))
+    other = "arn:aws:iam::123456789012:role/other"
+    stub.add_response("get_namespace", {"namespace": {"namespaceName": "dwhcluster", "dbName": "dwh",
+                                                      "iamRoles": [form.format(arn=ROLE_ARN)],
+                                                      "defaultIamRoleArn": ROLE_ARN}}, {"namespaceName": "dwhcluster"})
+    stub.add_response("get_namespace", {"namespace": {"namespaceName": "dwhcluster", "dbName": "dwh",
+                                                      "iamRoles": [form.format(arn=other)],
+                                                      "defaultIamRoleArn": other}}, {"namespaceName": "dwhcluster"})
+    stub.add_response("update_namespace", {"namespace": {"namespaceName": "dwhcluster"}}, {
+        "namespaceName": "dwhcluster", "defaultIamRoleArn": ROLE_ARN, "iamRoles": [other, ROLE_ARN]})
+    with stub:
+        setup_cluster.ensure_namespace(serverless, cfg, ROLE_ARN)  # has it: no update
+        setup_cluster.ensure_namespace(serverless, cfg, ROLE_ARN)
+    stub.assert_no_pending_responses()
+
+
 def test_a_reused_namespace_or_workgroup_with_other_settings_than_dwh_is_refused_before_any_change(tmp_path):
     """The namespace's database and admin user, and the workgroup's port, are its own (setup does
     not change them): a [DWH] that says otherwise wrote another database to dwh.cfg, or opened

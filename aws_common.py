@@ -79,7 +79,7 @@ def check_host_names_this_warehouse(cfg):
     (tests/aws_rules.py, REDSHIFT_ENDPOINTS). Else setup would write over the only record of a
     warehouse still running (and billed), and teardown would delete another, then empty HOST."""
     host = cfg.host.strip().lower()
-    serverless, name = cfg.cluster.cluster_type == "serverless", cfg.cluster.identifier.lower()
+    serverless, name = cfg.cluster.cluster_type == "serverless", cfg.cluster.identifier
     if host and (host.split(".")[0] != name or (".redshift-serverless." in host) != serverless):
         kind = "workgroup" if serverless else "cluster"
         raise UserError(f"[CLUSTER] HOST is {cfg.host}, not the {kind} {name} that [DWH] DWH_CLUSTER_IDENTIFIER "

@@ -62,8 +62,10 @@ DATE_DIRECTIVES = set("Ymdjy%")
 @dataclass(frozen=True)
 class Cluster:
     """[DWH]: what setup_cluster.py creates. cluster_type serverless: a Redshift Serverless
-    namespace and workgroup, both named identifier.lower(), instead of a provisioned cluster."""
-    identifier: str = "dwhCluster"
+    namespace and workgroup, both named identifier, instead of a provisioned cluster. The
+    identifier is kept in lower case, as AWS names a warehouse (CreateCluster: "Alphabetic
+    characters must be lowercase"): the course's dwhCluster is the cluster dwhcluster."""
+    identifier: str = "dwhcluster"
     cluster_type: str = "multi-node"  # multi-node | single-node | serverless
     num_nodes: int = 2                # the smallest multi-node cluster (see docs/redshift.md)
     node_type: str = "ra3.large"      # the smallest node type for new clusters
@@ -357,7 +359,7 @@ def _is_ip(host):
 def build_cluster(get, path):
     d = Cluster()
     return Cluster(
-        identifier=get("DWH", "dwh_cluster_identifier") or d.identifier,
+        identifier=(get("DWH", "dwh_cluster_identifier") or d.identifier).lower(),
         cluster_type=(get("DWH", "dwh_cluster_type") or d.cluster_type).lower(),
         num_nodes=get_int(get, "DWH", "dwh_num_nodes", d.num_nodes, 1, 128),
         node_type=(get("DWH", "dwh_node_type") or d.node_type).lower(),

@@ -66,8 +66,29 @@ def check_node_type(node_type):
         raise UserError(f"[DWH] DWH_NODE_TYPE must be one of {', '.join(NODE_TYPES)}, not {node_type!r}")
 
 
+# CreateCluster's names (its API Reference; tests/aws_rules.py): the identifier 1 to 63 letters,
+# digits or hyphens, a letter first, no two hyphens together nor one at the end (config keeps it in
+# lower case); the database 1 to 64 lowercase letters or digits; the admin user 1 to 128 lowercase
+# letters, digits, _ + . @ or -, a letter first, not PUBLIC. (Nor a reserved word, for either: the
+# server says so.)
+CLUSTER_NAMES = {
+    "DWH_CLUSTER_IDENTIFIER": (re.compile(r"[a-z](?:-?[a-z0-9])*"), 63, "letters, digits or hyphens, a letter "
+                               "first, no two hyphens together or one at the end"),
+    "DWH_DB": (re.compile(r"[a-z0-9]+"), 64, "lowercase letters or digits"),
+    "DWH_DB_USER": (re.compile(r"(?!public$)[a-z][a-z0-9_+.@-]*"), 128, "lowercase letters, digits or _ + . @ -, "
+                    "a letter first, not public"),
+}
+
+
+def check_cluster_names(c):
+    for key, value in (("DWH_CLUSTER_IDENTIFIER", c.identifier), ("DWH_DB", c.db_name), ("DWH_DB_USER", c.db_user)):
+        shape, longest, rule = CLUSTER_NAMES[key]
+        if not (shape.fullmatch(value) and len(value) <= longest):
+            raise UserError(f"[DWH] {key} {value!r} is not a name Redshift takes: 1 to {longest} {rule}")
+
+
 def check_serverless(c):
-    if not SERVERLESS_NAME.fullmatch(c.identifier.lower()):
+    if not SERVERLESS_NAME.fullmatch(c.identifier):
         raise UserError(f"[DWH] DWH_CLUSTER_IDENTIFIER {c.identifier!r} cannot name a serverless namespace: "
                         "3 to 64 letters, digits or hyphens")
     if not (c.base_rpu == 4 or (8 <= c.base_rpu <= 512 and c.base_rpu % 8 == 0)
@@ -107,6 +128,7 @@ def validate(cfg, allow_anywhere=False):
     if c.cluster_type == "serverless":
         check_serverless(c)
     else:
+        check_cluster_names(c)
         check_node_type(c.node_type)
         if c.cluster_type == "multi-node" and c.num_nodes < MIN_MULTI_NODE:
             raise UserError(f"[DWH] DWH_NUM_NODES must be at least {MIN_MULTI_NODE} for a multi-node cluster, "
@@ -123,16 +145,17 @@ def policy_literal(text):
     return re.sub(r"[*?$]", lambda m: "${" + m.group(0) + "}", text)
 
 
-def s3_read_policy(cfg):
+def s3_read_policy(cfg, partition="aws"):
     """List and read exactly the configured prefixes and the JSONPaths file, nothing else.
 
     s3:ListBucket sits in a statement of its own: its s3:prefix condition key exists only on
-    list requests, and a condition on a missing key is false."""
+    list requests, and a condition on a missing key is false. partition: the account's, as its
+    role's ARN gives it (aws; aws-cn in China, aws-us-gov in GovCloud)."""
     listing, objects = {}, []
     for uri in data_uris(cfg):
         bucket, _, key = uri[len("s3://"):].partition("/")
         exact = uri == cfg.log_jsonpath
-        objects.append(f"arn:aws:s3:::{bucket}/{policy_literal(key)}{'' if exact else '*'}")
+        objects.append(f"arn:{partition}:s3:::{bucket}/{policy_literal(key)}{'' if exact else '*'}")
         prefixes = listing.setdefault(bucket, [])
         if key:
             prefixes += [policy_literal(key), policy_literal(key) + ("*" if key.endswith("/") else "/*")]
@@ -140,7 +163,7 @@ def s3_read_policy(cfg):
             prefixes.append(None)  # the whole bucket
     statements = []
     for bucket, prefixes in sorted(listing.items()):
-        statement = {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}"}
+        statement = {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:{partition}:s3:::{bucket}"}
         if None not in prefixes:
             statement["Condition"] = {"StringLike": {"s3:prefix": sorted(set(prefixes))}}
         statements.append(statement)
@@ -202,7 +225,7 @@ def ensure_role(iam, cfg):
     this warehouse's trust and policy: one made for a cluster may now serve a workgroup). Returns
     its ARN."""
     name = cfg.cluster.iam_role_name
-    trust, policy = json.dumps(trust_policy(cfg.cluster.cluster_type)), json.dumps(s3_read_policy(cfg))
+    trust = json.dumps(trust_policy(cfg.cluster.cluster_type))
     with aws_errors(f"creating IAM role {name}"):
         try:
             arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust,
@@ -212,13 +235,14 @@ def ensure_role(iam, cfg):
             arn = iam.get_role(RoleName=name)["Role"]["Arn"]
             iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust)
             log.info("IAM role %s exists; reusing it", name)
-        iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=policy)
+        policy = s3_read_policy(cfg, arn.split(":")[1])  # an account's ARNs are all of its partition
+        iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(policy))
     return arn
 
 
 def ensure_cluster(redshift, cfg, role_arn):
-    """Create the cluster (encrypted; public only if configured), or reuse it: resume it if paused,
-    attach the role if missing. Returns its description."""
+    """Create the cluster (encrypted; public only if configured), or reuse it, resuming it if
+    paused. Returns its description."""
     c = cfg.cluster
     params = dict(ClusterIdentifier=c.identifier, ClusterType=c.cluster_type, NodeType=c.node_type,
                   DBName=c.db_name, MasterUsername=c.db_user, MasterUserPassword=cfg.db_password,
@@ -238,7 +262,6 @@ def ensure_cluster(redshift, cfg, role_arn):
             cluster = describe_cluster(redshift, c.identifier)
             log.info("cluster %s exists (%s); reusing it", c.identifier, cluster["ClusterStatus"])
     resume_cluster(redshift, cluster)
-    attach_role(redshift, cluster, role_arn)
     return cluster
 
 
@@ -253,7 +276,8 @@ def resume_cluster(redshift, cluster):
 
 
 def attach_role(redshift, cluster, role_arn):
-    """COPY's IAM_ROLE must be attached to the cluster: add it if missing. True if it was added."""
+    """COPY's IAM_ROLE must be attached to the cluster: add it if missing (to an available
+    cluster: ModifyClusterIamRoles refuses any other, tests/aws_rules.py). True if it was added."""
     if role_arn in [r["IamRoleArn"] for r in cluster.get("IamRoles") or []]:
         return False
     with aws_errors(f"attaching role {role_arn} to cluster {cluster['ClusterIdentifier']}"):
@@ -293,6 +317,8 @@ def setup_provisioned(cfg, clients, role_arn, cidr, poll_seconds):
         check_reused(f"cluster {cfg.cluster.identifier}", cfg, {
             "DWH_PORT": cluster.get("Endpoint", {}).get("Port"), "DWH_DB": cluster.get("DBName"),
             "DWH_DB_USER": cluster.get("MasterUsername")})
+        if attach_role(redshift, cluster, role_arn):  # a reused cluster, now available
+            wait_for(redshift, "cluster_available", cfg.cluster.identifier, poll_seconds)
         sync_port(ec2, cfg, cluster_security_group(ec2, cfg, cluster), cidr)
     return cluster["Endpoint"]["Address"], cluster["Endpoint"].get("Port", cfg.cluster.port)
 
@@ -323,7 +349,7 @@ def namespace_roles(namespace):
 
 def ensure_namespace(serverless, cfg, role_arn):
     """The namespace (admin user, password, database) with the role as its default IAM role."""
-    c, name = cfg.cluster, cfg.cluster.identifier.lower()
+    c, name = cfg.cluster, cfg.cluster.identifier
     with aws_errors(f"creating namespace {name}"):
         namespace = get_namespace(serverless, name)
         if namespace is None:
@@ -345,7 +371,7 @@ def ensure_namespace(serverless, cfg, role_arn):
 
 def ensure_workgroup(serverless, cfg):
     """The workgroup at the configured base capacity; private unless configured otherwise."""
-    c, name = cfg.cluster, cfg.cluster.identifier.lower()
+    c, name = cfg.cluster, cfg.cluster.identifier
     with aws_errors(f"creating workgroup {name}"):
         workgroup = get_workgroup(serverless, name)
         if workgroup is not None:
@@ -381,7 +407,7 @@ def ensure_usage_limit(serverless, cfg, workgroup_arn):
 
 def setup_serverless(cfg, clients, role_arn, cidr, poll_seconds):
     serverless, ec2 = clients["redshift-serverless"], clients["ec2"]
-    name = cfg.cluster.identifier.lower()
+    name = cfg.cluster.identifier
     ensure_namespace(serverless, cfg, role_arn)
     ensure_workgroup(serverless, cfg)
     log.info("waiting for workgroup %s to be available (usually a few minutes)", name)

@@ -4,6 +4,7 @@ warehouse's name first (--yes skips that). Without --final-snapshot every table 
 good. --pause pauses a provisioned cluster instead (nothing is lost; storage is still billed);
 setup_cluster.py resumes it. Safe to re-run."""
 import logging
+import re
 import sys
 
 import config
@@ -25,7 +26,7 @@ def confirm(identifier, final_snapshot, answer=None):
         typed = answer if answer is not None else input(f"Type the warehouse name ({identifier}) to go on: ")
     except EOFError:
         typed = ""
-    if typed.strip() != identifier:
+    if typed.strip().lower() != identifier.lower():  # AWS keeps it in lower case: dwhCluster is dwhcluster
         raise UserError(f"not confirmed: nothing was deleted (type {identifier}, or pass --yes)")
 
 
@@ -127,7 +128,7 @@ def delete_serverless(serverless, ec2, cfg, final_snapshot, poll_seconds):
     """Close the port, delete the workgroup, wait until it is gone, then delete the namespace
     (a namespace cannot go while its workgroup exists). Returns what was deleted."""
     from botocore.exceptions import ClientError
-    name, deleted = cfg.cluster.identifier.lower(), []
+    name, deleted = cfg.cluster.identifier, []
     with aws_errors(f"deleting workgroup {name}"):
         workgroup = get_workgroup(serverless, name)
         if workgroup is None:
@@ -155,9 +156,22 @@ def delete_serverless(serverless, ec2, cfg, final_snapshot, poll_seconds):
 
 
 # --- All of it ----------------------------------------------------------------------------------
+# DeleteCluster's FinalClusterSnapshotIdentifier: 1 to 255 letters, digits or hyphens, a letter
+# first, no two hyphens together nor one at the end (its API Reference; tests/aws_rules.py)
+SNAPSHOT_NAME = re.compile(r"[A-Za-z](?:-?[A-Za-z0-9])*")
+
+
+def check_snapshot_name(cfg, final_snapshot):
+    if (final_snapshot is not None and cfg.cluster.cluster_type != "serverless"
+            and not (SNAPSHOT_NAME.fullmatch(final_snapshot) and len(final_snapshot) <= 255)):
+        raise UserError(f"--final-snapshot {final_snapshot!r} is not a name Redshift takes: 1 to 255 letters, digits "
+                        "or hyphens, a letter first, no two hyphens together or one at the end; nothing was deleted")
+
+
 def teardown(cfg, final_snapshot=None, poll_seconds=15):
     require_cfg_file(cfg, "teardown_cluster.py")
     check_host_names_this_warehouse(cfg)
+    check_snapshot_name(cfg, final_snapshot)
     serverless = cfg.cluster.cluster_type == "serverless"
     names = ("iam", "ec2", "redshift-serverless" if serverless else "redshift")
     clients = dict(zip(names, aws_clients(cfg, *names)))
@@ -184,6 +198,7 @@ def main(cfg, args):
         print(f"cluster {cfg.cluster.identifier} is paused: compute is not billed, storage still is; "
               "python setup_cluster.py resumes it")
         return
+    check_snapshot_name(cfg, args.final_snapshot)  # before asking
     if not args.yes:
         confirm(cfg.cluster.identifier, args.final_snapshot)
     teardown(cfg, args.final_snapshot, args.poll_seconds)

@@ -41,6 +41,28 @@ MIN_MULTI_NODE_RA3 = 2
 MASTER_PASSWORD_LENGTH = (8, 64)
 MASTER_PASSWORD_CHARACTERS = frozenset(chr(c) for c in range(33, 127)) - set("'\"\\/@")
 
+# CreateCluster's names. Source: API Reference, CreateCluster (botocore 1.44.8's model, the same text):
+# ClusterIdentifier "Must contain from 1 to 63 alphanumeric characters or hyphens. Alphabetic
+# characters must be lowercase. First character must be a letter. Cannot end with a hyphen or contain
+# two consecutive hyphens."; DBName "Must contain 1 to 64 alphanumeric characters. Must contain only
+# lowercase letters."; MasterUsername "Must be 1 - 128 alphanumeric characters or hyphens. The user
+# name can't be PUBLIC. Must contain only lowercase letters, numbers, underscore, plus sign, period
+# (dot), at symbol (@), or hyphen. The first character must be a letter. Must not contain a colon
+# (:) or a slash (/)." The last two also "Cannot be a reserved word" (left to CreateCluster).
+_LOWER, _DIGITS = "abcdefghijklmnopqrstuvwxyz", "0123456789"
+CLUSTER_NAME_RULES = {
+    "DWH_CLUSTER_IDENTIFIER": dict(length=(1, 63), chars=_LOWER + _DIGITS + "-", first=_LOWER, never=("--",),
+                                   not_last="-"),
+    "DWH_DB": dict(length=(1, 64), chars=_LOWER + _DIGITS),
+    "DWH_DB_USER": dict(length=(1, 128), chars=_LOWER + _DIGITS + "_+.@-", first=_LOWER, not_equal=("public",)),
+}
+
+# DeleteCluster FinalClusterSnapshotIdentifier. Source: API Reference, DeleteCluster (botocore
+# 1.44.8's model): "Must be 1 to 255 alphanumeric characters. First character must be a letter.
+# Cannot end with a hyphen or contain two consecutive hyphens." (hyphens allowed, as the last implies)
+FINAL_SNAPSHOT_RULE = dict(length=(1, 255), chars=_LOWER + _LOWER.upper() + _DIGITS + "-",
+                           first=_LOWER + _LOWER.upper(), never=("--",), not_last="-")
+
 # Redshift Serverless names. Namespace: Redshift Serverless API Reference, GetNamespace,
 # namespaceName "Length Constraints: Minimum length of 3. Maximum length of 64. Pattern:
 # ^[a-z0-9-]+$" (https://docs.aws.amazon.com/redshift-serverless/latest/APIReference/API_GetNamespace.html);
@@ -93,6 +115,11 @@ RULE_DESCRIPTION_MAX = 255
 RULE_DESCRIPTION_CHARS = re.compile(r"[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]*")
 CANONICAL_CIDR = ("100.68.0.18/18", "100.68.0.0/18")
 
+# ModifyClusterIamRoles takes only an available cluster: its errors, InvalidClusterStateFault "The
+# specified cluster is not in the available state." (Amazon Redshift API Reference,
+# ModifyClusterIamRoles, Errors; botocore 1.44.8's model); a resumed cluster is "resuming" first.
+MODIFY_IAM_ROLES_STATUS = "available"
+
 # Pause/resume: PauseCluster/ResumeCluster take only ClusterIdentifier (botocore's service model);
 # a paused cluster reports ClusterStatus "paused" ("Amazon Redshift clusters", Cluster status).
 PAUSED_STATUS = "paused"
@@ -140,6 +167,12 @@ SERVERLESS_PORT_RANGES = (range(5431, 5456), range(8191, 8216))
 # Amazon Redshift Serverless", https://docs.aws.amazon.com/redshift/latest/mgmt/serverless-security-other-services.html).
 ROLE_TRUSTED_SERVICES = {"provisioned": frozenset({"redshift.amazonaws.com"}),
                          "serverless": frozenset({"redshift.amazonaws.com", "redshift-serverless.amazonaws.com"})}
+
+# ARNs. Source: AWS General Reference, "Amazon Resource Names (ARNs)"
+# (https://docs.aws.amazon.com/general/latest/gr/aws-arns-and-namespaces.html): "arn:partition:service:
+# region:account-id:...", partition "A partition is a group of AWS Regions. Each AWS account is scoped to
+# one partition", the supported ones aws, aws-cn (China Regions), aws-us-gov (AWS GovCloud (US)).
+ARN_PARTITIONS = {"us-west-2": "aws", "cn-north-1": "aws-cn", "us-gov-west-1": "aws-us-gov"}  # a region of each
 
 # What COPY needs. Source: Amazon Redshift Database Developer Guide, "Permissions to access other
 # AWS Resources", "IAM permissions for COPY, UNLOAD, and CREATE LIBRARY"

@@ -38,7 +38,7 @@ def test_course_file_through_setup_pause_resume_teardown(emulator, tmp_path, mon
         return config.load_config(str(path))
 
     cfg = step("setup_cluster.py")
-    status = redshift.describe_clusters(ClusterIdentifier="dwhCluster")["Clusters"][0]
+    status = redshift.describe_clusters(ClusterIdentifier="dwhcluster")["Clusters"][0]
     assert (cfg.host, cfg.engine, cfg.data_region) == (status["Endpoint"]["Address"], "redshift", "us-west-2")
     assert cfg.iam_role_arn.endswith(":role/dwhRole") and (cfg.db_name, cfg.db_user, cfg.port) == ("dwh", "dwhuser", 5439)
     text = path.read_bytes().decode("utf-8-sig")
@@ -55,11 +55,11 @@ def test_course_file_through_setup_pause_resume_teardown(emulator, tmp_path, mon
     assert "FORMAT AS JSON 's3://udacity-dend/log_json_path.json'" in out.stdout
 
     paused = step("teardown_cluster.py", "--pause")
-    assert redshift.describe_clusters(ClusterIdentifier="dwhCluster")["Clusters"][0]["ClusterStatus"] == "paused"
+    assert redshift.describe_clusters(ClusterIdentifier="dwhcluster")["Clusters"][0]["ClusterStatus"] == "paused"
     assert (paused.host, paused.iam_role_arn) == (cfg.host, cfg.iam_role_arn)
 
     resumed = step("setup_cluster.py")
-    assert redshift.describe_clusters(ClusterIdentifier="dwhCluster")["Clusters"][0]["ClusterStatus"] == "available"
+    assert redshift.describe_clusters(ClusterIdentifier="dwhcluster")["Clusters"][0]["ClusterStatus"] == "available"
     assert (resumed.host, resumed.iam_role_arn) == (cfg.host, cfg.iam_role_arn)
 
     gone = step("teardown_cluster.py", "--yes")

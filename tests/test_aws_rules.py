@@ -4,6 +4,7 @@ Redshift Serverless. moto where it has the service; botocore's Stubber (which ch
 parameter against the service model) where it does not."""
 import dataclasses
 import json
+import re
 
 import boto3
 import pytest
@@ -56,6 +57,51 @@ def test_the_master_password_is_checked_as_aws_documents_it():
             setup_cluster.check_password(password)
 
 
+def follows(rule, name):
+    """Whether name is one CreateCluster takes, by the rule as AWS words it."""
+    shortest, longest = rule["length"]
+    return (shortest <= len(name) <= longest and set(name) <= set(rule["chars"])
+            and name[:1] in rule.get("first", rule["chars"]) and not any(s in name for s in rule.get("never", ()))
+            and not name.endswith(tuple(rule.get("not_last", ""))) and name not in rule.get("not_equal", ()))
+
+
+def test_cluster_names_are_checked_as_aws_documents_them(tmp_path):
+    """A DWH_DB of dwh_db, or an identifier ending in a hyphen, passed the checks: CreateCluster
+    then refused it, after the IAM role had been made."""
+    c = config.load_config(str(course_cfg(tmp_path))).cluster
+    field = {"DWH_CLUSTER_IDENTIFIER": "identifier", "DWH_DB": "db_name", "DWH_DB_USER": "db_user"}
+    for key, rule in rules.CLUSTER_NAME_RULES.items():
+        longest = rule["length"][1]
+        names = ["a" * longest, "a" * (longest + 1), "", "a--b", "ab-", "a-b", "public", "Abc"]
+        names += [f"{ch}bc" for ch in map(chr, range(32, 127))] + [f"a{ch}c" for ch in map(chr, range(32, 127))]
+        names += ["aé", "a\tb"]
+        for name in names:
+            with_name = dataclasses.replace(c, **{field[key]: name})
+            if follows(rule, name):
+                setup_cluster.check_cluster_names(with_name)
+            else:
+                with pytest.raises(UserError, match=rf"^\[DWH\] {key} .* is not a name Redshift takes"):
+                    setup_cluster.check_cluster_names(with_name)
+
+
+def test_a_final_snapshot_name_is_checked_as_aws_documents_it(aws, tmp_path):
+    """A name DeleteCluster refuses is refused before anything is deleted (it failed after the
+    confirmation, at the cluster's deletion)."""
+    path = course_cfg(tmp_path)
+    setup(path)
+    cfg = config.load_config(str(path))
+    rule = rules.FINAL_SNAPSHOT_RULE
+    names = ["a" * 255, "a" * 256, "", "a--b", "ab-", "A-b1", "1ab"] + [f"a{ch}c" for ch in map(chr, range(32, 127))]
+    for name in names:
+        if follows(rule, name):
+            teardown_cluster.check_snapshot_name(cfg, name)
+        else:
+            with pytest.raises(UserError, match=r"^--final-snapshot .* is not a name Redshift takes"):
+                teardown_cluster.teardown(cfg, name)
+    assert aws["redshift"].describe_clusters()["Clusters"][0]["ClusterStatus"] == "available"
+    assert [r["RoleName"] for r in aws["iam"].list_roles()["Roles"]] == ["dwhRole"]
+
+
 def test_serverless_names_are_checked_as_aws_documents_them():
     shortest, longest = rules.SERVERLESS_NAME_LENGTH
     names = ["a" * (shortest - 1), "a" * shortest, "a" * longest, "a" * (longest + 1), "dwh-cluster-2",
@@ -66,13 +112,16 @@ def test_serverless_names_are_checked_as_aws_documents_them():
 
 
 def test_host_is_matched_to_the_warehouse_by_the_documented_endpoints(tmp_path):
-    """An endpoint belongs to the identifier and type that make it, and to no other."""
-    cfg = config.load_config(str(course_cfg(tmp_path)))
+    """An endpoint belongs to the identifier and type that make it, and to no other (the
+    identifier as the course writes it, in any case: config keeps it in lower case, as AWS does)."""
+    path = course_cfg(tmp_path)
     for (owner_type, owner), endpoint in rules.REDSHIFT_ENDPOINTS.items():
         for cluster_type, identifier in rules.REDSHIFT_ENDPOINTS:
+            path.write_text(re.sub(r"DWH_CLUSTER_IDENTIFIER=\w+", f"DWH_CLUSTER_IDENTIFIER={identifier.upper()}",
+                                   course_cfg(tmp_path).read_text()))
+            cfg = config.load_config(str(path))
             c = dataclasses.replace(cfg, host=endpoint.upper() if owner_type == "serverless" else endpoint,
-                                    cluster=dataclasses.replace(cfg.cluster, cluster_type=cluster_type,
-                                                                identifier=identifier.upper()))
+                                    cluster=dataclasses.replace(cfg.cluster, cluster_type=cluster_type))
             if (cluster_type, identifier) == (owner_type, owner):
                 aws_common.check_host_names_this_warehouse(c)
             else:
@@ -246,6 +295,29 @@ def test_a_role_made_for_a_cluster_is_trusted_by_serverless_once_reused_for_a_wo
     assert trusted_services(aws["iam"]) == rules.ROLE_TRUSTED_SERVICES["serverless"]
 
 
+def policy_resources(policy):
+    return [r for st in policy["Statement"] for r in ([st["Resource"]] if isinstance(st["Resource"], str)
+                                                      else st["Resource"])]
+
+
+@pytest.mark.parametrize("partition", sorted(set(rules.ARN_PARTITIONS.values())))
+def test_the_policy_names_the_buckets_in_the_accounts_partition(tmp_path, partition):
+    policy = setup_cluster.s3_read_policy(kind_cfg(tmp_path, "provisioned"), partition)
+    assert policy_resources(policy) and all(r.startswith(f"arn:{partition}:s3:::") for r in policy_resources(policy))
+
+
+def test_the_roles_policy_is_in_the_partition_of_the_role(aws, tmp_path):
+    """In China (or GovCloud) the role's policy named arn:aws:s3:::... buckets, which IAM refuses
+    there (MalformedPolicyDocument), after the role was made. (moto gives a China account's ARNs
+    their partition; not GovCloud's.)"""
+    iam = boto3.client("iam", region_name="cn-north-1")
+    arn = setup_cluster.ensure_role(iam, kind_cfg(tmp_path, "provisioned"))
+    assert arn.split(":")[1] == rules.ARN_PARTITIONS["cn-north-1"]
+    policy = iam.get_role_policy(RoleName="dwhRole", PolicyName=setup_cluster.POLICY_NAME)["PolicyDocument"]
+    policy = json.loads(policy) if isinstance(policy, str) else policy
+    assert all(r.startswith("arn:aws-cn:s3:::") for r in policy_resources(policy))
+
+
 # --- Ingress rules ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("cidr,field,key", [("203.0.113.7/32", "IpRanges", "CidrIp"),
                                             ("2001:db8::/64", "Ipv6Ranges", "CidrIpv6")])
@@ -342,13 +414,39 @@ def test_the_fallback_group_is_the_default_group_of_the_clusters_vpc(aws, tmp_pa
 # --- Reusing a cluster -------------------------------------------------------------------------------
 def test_a_reused_cluster_gets_the_role_attached(tmp_path):
     redshift, stub = stubbed("redshift")
-    cluster = {"ClusterIdentifier": "dwhCluster", "ClusterStatus": "available", "IamRoles": []}
+    cluster = {"ClusterIdentifier": "dwhcluster", "ClusterStatus": "available", "IamRoles": []}
     stub.add_response("modify_cluster_iam_roles", {"Cluster": cluster},
-                      {"ClusterIdentifier": "dwhCluster", "AddIamRoles": [ROLE_ARN]})
+                      {"ClusterIdentifier": "dwhcluster", "AddIamRoles": [ROLE_ARN]})
     with stub:
         assert setup_cluster.attach_role(redshift, cluster, ROLE_ARN) is True
         attached = dict(cluster, IamRoles=[{"IamRoleArn": ROLE_ARN, "ApplyStatus": "in-sync"}])
         assert setup_cluster.attach_role(redshift, attached, ROLE_ARN) is False  # no second call
+    stub.assert_no_pending_responses()
+
+
+def test_the_role_is_attached_to_a_resumed_cluster_only_once_it_is_available(aws, tmp_path):
+    """A paused cluster without the role (its name changed since): resumed, waited for, then
+    given the role, and waited for again. Attaching it while the cluster was resuming failed
+    with InvalidClusterState."""
+    redshift, stub = stubbed("redshift")
+    cfg = config.load_config(str(course_cfg(tmp_path)))
+    group = aws["ec2"].create_security_group(GroupName="dwh", Description="cluster")["GroupId"]
+    cluster = {"ClusterIdentifier": "dwhcluster", "IamRoles": [], "DBName": "dwh", "MasterUsername": "dwhuser",
+               "Endpoint": {"Address": "dwhcluster.abc123xyz789.us-west-2.redshift.amazonaws.com", "Port": 5439},
+               "VpcSecurityGroups": [{"VpcSecurityGroupId": group}]}
+    described = lambda status, **more: {"Clusters": [dict(cluster, ClusterStatus=status, **more)]}
+    asked = {"ClusterIdentifier": "dwhcluster"}
+    stub.add_client_error("create_cluster", "ClusterAlreadyExists", http_status_code=400)
+    stub.add_response("describe_clusters", described("paused"), asked)
+    stub.add_response("resume_cluster", {"Cluster": dict(cluster, ClusterStatus="resuming")}, asked)
+    stub.add_response("describe_clusters", described("available"), asked)  # the waiter
+    stub.add_response("describe_clusters", described(rules.MODIFY_IAM_ROLES_STATUS), asked)
+    stub.add_response("modify_cluster_iam_roles", {"Cluster": cluster}, dict(asked, AddIamRoles=[ROLE_ARN]))
+    stub.add_response("describe_clusters", described("available", IamRoles=[
+        {"IamRoleArn": ROLE_ARN, "ApplyStatus": "in-sync"}]), asked)  # the waiter again
+    with stub:
+        assert setup_cluster.setup_provisioned(cfg, {"redshift": redshift, "ec2": aws["ec2"]}, ROLE_ARN, "", 0) == (
+            cluster["Endpoint"]["Address"], 5439)
     stub.assert_no_pending_responses()
 
 
@@ -357,16 +455,16 @@ def test_pause_then_setup_resumes(aws, tmp_path, caplog):
     first = setup(path)
     caplog.set_level("INFO", logger="sparkify")
     assert teardown_cluster.pause(config.load_config(str(path)), poll_seconds=0) == "available"
-    cluster = aws["redshift"].describe_clusters(ClusterIdentifier="dwhCluster")["Clusters"][0]
+    cluster = aws["redshift"].describe_clusters(ClusterIdentifier="dwhcluster")["Clusters"][0]
     assert cluster["ClusterStatus"] == rules.PAUSED_STATUS
     assert setup(path) == first
-    assert "resuming paused cluster dwhCluster" in caplog.text
-    assert aws["redshift"].describe_clusters(ClusterIdentifier="dwhCluster")["Clusters"][0]["ClusterStatus"] == "available"
+    assert "resuming paused cluster dwhcluster" in caplog.text
+    assert aws["redshift"].describe_clusters(ClusterIdentifier="dwhcluster")["Clusters"][0]["ClusterStatus"] == "available"
 
 
 def test_pause_needs_a_cluster_and_is_not_for_serverless(aws, tmp_path):
     path = course_cfg(tmp_path)
-    with pytest.raises(UserError, match="cluster dwhCluster does not exist; nothing to pause"):
+    with pytest.raises(UserError, match="cluster dwhcluster does not exist; nothing to pause"):
         teardown_cluster.pause(config.load_config(str(path)), poll_seconds=0)
     path.write_text(path.read_text().replace("DWH_CLUSTER_TYPE=multi-node", "DWH_CLUSTER_TYPE=serverless"))
     with pytest.raises(UserError, match="Serverless bills no compute while idle"):

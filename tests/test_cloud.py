@@ -83,7 +83,7 @@ def test_setup_creates_a_scoped_role_and_an_encrypted_private_cluster(aws, tmp_p
     assert policy == setup_cluster.s3_read_policy(config.load_config(str(tmp_path / "dwh.cfg")))  # checked below
     assert not aws["iam"].list_attached_role_policies(RoleName="dwhRole")["AttachedPolicies"]  # no AmazonS3ReadOnlyAccess
 
-    cluster = aws["redshift"].describe_clusters(ClusterIdentifier="dwhCluster")["Clusters"][0]
+    cluster = aws["redshift"].describe_clusters(ClusterIdentifier="dwhcluster")["Clusters"][0]
     assert (cluster["NodeType"], cluster["NumberOfNodes"], cluster["DBName"], cluster["MasterUsername"]) == (
         "ra3.large", 2, "dwh", "dwhuser")
     assert cluster["Encrypted"] is True and cluster["PubliclyAccessible"] is False
@@ -166,7 +166,7 @@ def test_a_final_snapshot_asked_of_a_cluster_already_being_deleted_is_refused(aw
     def waited(*args):
         raise AssertionError("teardown waited for the deletion: the snapshot asked for was not taken")
     monkeypatch.setattr(teardown_cluster, "wait_for", waited)
-    with pytest.raises(UserError, match=r"^cluster dwhCluster is already being deleted, as an earlier teardown asked: "
+    with pytest.raises(UserError, match=r"^cluster dwhcluster is already being deleted, as an earlier teardown asked: "
                                         r"no final snapshot keepme can be taken now"):
         teardown_cluster.teardown(config.load_config(str(path)), final_snapshot="keepme", poll_seconds=0)
     assert aws["iam"].get_role(RoleName="dwhRole") and "HOST=''" not in path.read_text()
@@ -203,7 +203,7 @@ def test_second_setup_reuses_everything(aws, tmp_path, caplog):
     caplog.clear()
     assert setup(path) == first
     assert "IAM role dwhRole exists; reusing it" in caplog.text
-    assert "cluster dwhCluster exists (available); reusing it" in caplog.text
+    assert "cluster dwhcluster exists (available); reusing it" in caplog.text
     assert "already open to 198.51.100.0/24" in caplog.text
     assert len(aws["redshift"].describe_clusters()["Clusters"]) == 1
     assert ingress_rules(aws) == ["198.51.100.0/24"]
@@ -225,7 +225,7 @@ def test_a_warehouse_host_names_is_never_lost_to_the_file(aws, tmp_path, edit):
                                             r"dwhcluster2? that .*; nothing was changed$"):
             step()
     assert config.load_config(str(path)).host == host
-    assert aws["redshift"].describe_clusters(ClusterIdentifier="dwhCluster")["Clusters"]
+    assert aws["redshift"].describe_clusters(ClusterIdentifier="dwhcluster")["Clusters"]
     assert aws["iam"].get_role(RoleName="dwhRole")
 
 
@@ -236,7 +236,7 @@ def test_a_cluster_reused_with_another_port_or_database_in_the_file_is_refused(a
     setup(path)
     written = path.read_text()
     path.write_text(written.replace("DWH_PORT=5439", "DWH_PORT=5440").replace("DWH_DB=dwh", "DWH_DB=other"))
-    with pytest.raises(UserError, match=r"^cluster dwhCluster exists with other settings than \[DWH\] gives: "
+    with pytest.raises(UserError, match=r"^cluster dwhcluster exists with other settings than \[DWH\] gives: "
                                         r"DWH_PORT 5440 \(it has 5439\), DWH_DB other \(it has dwh\); "):
         setup(path)
     assert ingress_rules(aws, 5440) == [] and ingress_rules(aws, 5439) == ["10.0.0.0/8"]
@@ -293,7 +293,7 @@ def test_teardown_tolerates_a_half_deleted_state_and_reruns(aws, tmp_path):
     setup(path)
     cfg = config.load_config(str(path))
     aws["iam"].delete_role_policy(RoleName="dwhRole", PolicyName=setup_cluster.POLICY_NAME)
-    aws["redshift"].delete_cluster(ClusterIdentifier="dwhCluster", SkipFinalClusterSnapshot=True)
+    aws["redshift"].delete_cluster(ClusterIdentifier="dwhcluster", SkipFinalClusterSnapshot=True)
     teardown_cluster.teardown(cfg, poll_seconds=0)
     teardown_cluster.teardown(config.load_config(str(path)), poll_seconds=0)  # all gone already
     assert aws["redshift"].describe_clusters()["Clusters"] == []
@@ -304,8 +304,8 @@ def test_teardown_needs_the_cluster_name_typed(aws, tmp_path):
     path = course_cfg(tmp_path)
     setup(path)
     with pytest.raises(UserError, match="not confirmed: nothing was deleted"):
-        teardown_cluster.confirm("dwhCluster", None, answer="yes")
-    teardown_cluster.confirm("dwhCluster", None, answer="dwhCluster")
+        teardown_cluster.confirm("dwhcluster", None, answer="yes")
+    teardown_cluster.confirm("dwhcluster", None, answer="dwhCluster")  # typed as the course writes it
     out = run_script("teardown_cluster.py", "--config", str(path))  # no terminal: nothing typed
     assert out.returncode == 1 and "ALL DATA IN IT WILL BE GONE" in out.stderr
     assert "not confirmed: nothing was deleted" in out.stderr
@@ -327,6 +327,9 @@ def test_teardown_needs_the_cluster_name_typed(aws, tmp_path):
      r"^\[DWH\] DWH_PORT 5500 is not a ra3.large cluster port \(5431-5455 or 8191-8215\)$"),
     (lambda t: t.replace("DWH_NUM_NODES=2", "DWH_NUM_NODES=1"),
      r"^\[DWH\] DWH_NUM_NODES must be at least 2 for a multi-node cluster, not 1"),
+    (lambda t: t.replace("DWH_DB=dwh", "DWH_DB=dwh_db"), r"^\[DWH\] DWH_DB 'dwh_db' is not a name Redshift takes"),
+    (lambda t: t.replace("DWH_CLUSTER_IDENTIFIER=dwhCluster", "DWH_CLUSTER_IDENTIFIER=dwh_cluster"),
+     r"^\[DWH\] DWH_CLUSTER_IDENTIFIER 'dwh_cluster' is not a name Redshift takes"),
     (lambda t: t.replace("DWH_CLUSTER_TYPE=multi-node", "DWH_CLUSTER_TYPE=serverless\nDWH_BASE_RPU=12"),
      "DWH_BASE_RPU must be 4, a multiple of 8"),
     (lambda t: t.replace("DWH_CLUSTER_TYPE=multi-node", "DWH_CLUSTER_TYPE=serverless")
@@ -371,7 +374,7 @@ def test_verbose_output_never_shows_the_password(aws, tmp_path, capsys):
     try:
         assert cli.run(setup_cluster.main, p, ["--config", str(path), "-v", "--poll-seconds", "0"]) == 0
         out, err = capsys.readouterr()
-        assert "dwhCluster" in err and "Passw0rd" not in out + err
+        assert "dwhcluster" in err and "Passw0rd" not in out + err
         assert logging.getLogger("botocore").getEffectiveLevel() > logging.DEBUG  # no request bodies
         logging.getLogger("sparkify").info("the password is %s", "Passw0rdX")  # a message that quotes it
         assert "the password is ***" in capsys.readouterr().err

@@ -73,7 +73,7 @@ def test_course_file_works_unchanged(tmp_path):
     assert (cfg.log_data, cfg.song_data) == ("s3://udacity-dend/log_data", "s3://udacity-dend/song_data")
     assert cfg.log_jsonpath == "s3://udacity-dend/log_json_path.json"
     assert (cfg.aws_key, cfg.aws_secret, cfg.region) == ("AKIAEXAMPLE", "topsecretvalue", "us-west-2")
-    assert (cfg.cluster.identifier, cfg.cluster.num_nodes, cfg.cluster.node_type) == ("dwhCluster", 4, "dc2.large")
+    assert (cfg.cluster.identifier, cfg.cluster.num_nodes, cfg.cluster.node_type) == ("dwhcluster", 4, "dc2.large")
 
 
 def test_secrets_never_appear_in_repr(tmp_path):

@@ -568,12 +568,13 @@ def copy_query(cfg, copy, remaining=None):
     table, fields, key = COPY_TARGETS[copy.source]
     source = sql_literal(copy.uri, "[S3] MANIFEST_PREFIX" if copy.manifest else key, S3_URI)
     mapping = jsonpaths if copy.source == "log_data" else "'auto'"
-    how = " MANIFEST" * copy.manifest + " GZIP" * copy.gzip  # as AWS's examples: after the format
+    how = " MANIFEST" * copy.manifest + " GZIP" * copy.gzip
+    # In COPY's documented order: table, columns, FROM, authorization, format, then the parameters.
     # Staging is scratch: skip compression analysis and statistics, the star tables matter.
     return (f"COPY {table} ({_columns(fields)})\n"
             f"FROM {source}\n"
-            f"IAM_ROLE {role} {region} MAXERROR {maxerror(remaining)} COMPUPDATE OFF STATUPDATE OFF "
-            f"FORMAT AS JSON {mapping}{how}")
+            f"IAM_ROLE {role}\n"
+            f"FORMAT AS JSON {mapping}{how} {region} MAXERROR {maxerror(remaining)} COMPUPDATE OFF STATUPDATE OFF")
 
 
 def _columns(fields):

@@ -108,6 +108,10 @@ LOAD_ERROR_COLUMNS = {
 # "Amazon Redshift doesn't support string literals in ORDER BY clauses" (of a window): none in
 # any window of ours.
 WINDOW_ORDER_BY_TAKES_NO_STRING_LITERAL = True
+# "COPY", https://docs.aws.amazon.com/redshift/latest/dg/r_COPY.html, COPY syntax: the format right
+# after the authorization, the parameters after it.
+COPY_SYNTAX = ("COPY table-name [ column-list ] FROM data_source authorization [ [ FORMAT ] [ AS ] data_format ] "
+               "[ parameter [ argument ] [, ... ] ]")
 # "CREATE TABLE AS", https://docs.aws.amazon.com/redshift/latest/dg/r_CREATE_TABLE_AS.html (and CREATE
 # TABLE): "BACKUP { YES | NO }: A clause that specifies whether the table should be included in
 # automated and manual cluster snapshots. For tables, such as staging tables, that won't contain

@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 import aws_common
 import cli
 import config
+import redshift_rules
 import setup_cluster
 import sql_queries
 import teardown_cluster
@@ -430,14 +431,27 @@ def test_copy_statements_say_what_they_load_and_how():
     assert " ".join(songs.split()) == (
         f"COPY staging_songs ({song_columns}) FROM 's3://udacity-dend/song_data/' "
         "IAM_ROLE 'arn:aws:iam::123456789012:role/dwhRole' "
-        "REGION 'us-west-2' MAXERROR 8 COMPUPDATE OFF STATUPDATE OFF FORMAT AS JSON 'auto'")
+        "FORMAT AS JSON 'auto' REGION 'us-west-2' MAXERROR 8 COMPUPDATE OFF STATUPDATE OFF")
     assert " ".join(events.split()) == (
         f"COPY staging_events ({event_columns}) FROM 's3://udacity-dend/log_data/' "
         "IAM_ROLE 'arn:aws:iam::123456789012:role/dwhRole' "
-        "REGION 'us-west-2' MAXERROR 8 COMPUPDATE OFF STATUPDATE OFF "
-        "FORMAT AS JSON 's3://udacity-dend/log_json_path.json'")
+        "FORMAT AS JSON 's3://udacity-dend/log_json_path.json' "
+        "REGION 'us-west-2' MAXERROR 8 COMPUPDATE OFF STATUPDATE OFF")
     no_region = sql_queries.copy_table_queries(dataclasses.replace(REDSHIFT, region=""))
     assert "REGION" not in no_region[1]
+
+
+@pytest.mark.parametrize("manifest, gzip", [(False, False), (True, False), (False, True), (True, True)])
+def test_copy_statements_follow_copys_syntax(manifest, gzip):
+    """The format right after the authorization (Redshift's COPY syntax): it came last."""
+    syntax = re.compile(r"COPY \w+ \([\w, ]+\) FROM '[^']+' IAM_ROLE '[^']+' FORMAT AS JSON '[^']+'"
+                        r"(?: (?:MANIFEST|GZIP|REGION '[\w-]+'|MAXERROR \d+|COMPUPDATE OFF|STATUPDATE OFF))*")
+    assert redshift_rules.COPY_SYNTAX.index("authorization [ [ FORMAT ]") > 0  # the rule this follows
+    for source, uri in (("song_data", "s3://udacity-dend/song_data/"), ("log_data", "s3://udacity-dend/m/")):
+        copy = sql_queries.CopyFrom(source, uri, manifest=manifest, gzip=gzip)
+        statement = " ".join(sql_queries.copy_query(REDSHIFT, copy).split())
+        assert syntax.fullmatch(statement), statement
+        assert (" MANIFEST" in statement, " GZIP" in statement) == (manifest, gzip)
 
 
 @pytest.mark.parametrize("field,value", [

@@ -120,7 +120,7 @@ def reset_warehouse(cfg, conn, reset_history=False, confirm=False):
     rows (PostgreSQL: counted once the ETL lock is held, so a load that was running has committed).
     Returns (tables dropped, kept)."""
     lock = db.etl_lock(conn) if cfg.engine == "postgres" else contextlib.nullcontext()
-    with lock:
+    with lock, db.waits_explained(cfg, conn, what="create_tables.py"):
         if confirm:
             confirm_drop(cfg, tables_with_rows(conn, reset_history))
         tables = dropped_tables(reset_history)

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 
 import sql_queries
@@ -570,6 +571,55 @@ def etl_lock(conn, wait=True):
         if not conn.closed:
             with conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+
+
+LOCK_WAIT_SAID_AFTER = 3.0  # seconds a statement waits for another program's lock before that is said
+
+
+@contextlib.contextmanager
+def waits_explained(cfg, conn, wait=True, what="the load"):
+    """While conn waits for a lock that another program's session holds (its transaction still
+    open: analytics.py's output in a pager, a --serve client that has not committed), say which
+    session, once; wait=False: cancel the statement instead and stop, exit code 3. PostgreSQL only."""
+    if cfg.engine != "postgres" or RECORDER is not None:
+        yield
+        return
+    pid, done, stopped_by = conn.get_backend_pid(), threading.Event(), []
+
+    def watch():
+        if done.wait(LOCK_WAIT_SAID_AFTER):
+            return
+        with connection(cfg, autocommit=True) as watcher, watcher.cursor() as cur:
+            while not done.is_set():
+                ours = {c.get_backend_pid() for c in list(OPEN) if not c.closed}
+                cur.execute(sql_queries.lock_holders, (pid,))
+                others = [r for r in cur.fetchall() if r[0] not in ours]
+                if others:
+                    who = "; ".join(f"pid {p} ({user}, {app or 'no application name'}, {state}"
+                                    + (f" for {secs} s)" if secs is not None else ")")
+                                    for p, user, app, state, secs in others)
+                    if not wait:
+                        stopped_by.append(who)
+                        conn.cancel()
+                        return
+                    log.warning("%s waits for a lock held by %s: it goes on once that session ends its "
+                                "transaction (quit the pager, or commit or roll back in your SQL client)", what, who)
+                    return
+                done.wait(1.0)
+
+    watcher = threading.Thread(target=watch, name="lock-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    except psycopg2.errors.QueryCanceled:
+        if stopped_by:
+            raise UserError(f"{what} needs a table another session holds open: {stopped_by[0]}; it goes on once "
+                            "that session ends its transaction (quit the pager, or commit or roll back in your SQL "
+                            "client); try again then, or run without --no-wait to wait for it", exit_code=3) from None
+        raise
+    finally:
+        done.set()
+        watcher.join()
 
 
 # --- --dry-run: the real code path, on connections that record instead of running -----------

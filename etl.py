@@ -397,7 +397,8 @@ def run_etl(cfg, max_errors=None, wait=True, s3=None, days=None):
         listing = lister.submit(find_sources, cfg, s3, days)
         with db.connection(cfg) as conn:
             db.require_tables(conn)
-            with db.etl_lock(conn, wait), history.recorded(cfg, result, conn):
+            with (db.etl_lock(conn, wait), history.recorded(cfg, result, conn),
+                  db.waits_explained(cfg, conn, wait)):  # a reader's open transaction: said, not waited on in silence
                 sources, s3 = listing.result()  # a missing source or day: a failed run, kept too
                 result.before.update(db.row_counts(conn, ["load_errors"]))  # this run's: the difference
                 conn.commit()
@@ -662,7 +663,8 @@ def add_arguments(p):
                    help="with --to: load only the log files of the days from DAY to --to, both included")
     p.add_argument("--to", dest="to_day", metavar="DAY", help="the last day of --from")
     p.add_argument("--no-wait", action="store_true",
-                   help="if another etl.py is loading this warehouse, stop instead of waiting")
+                   help="stop instead of waiting when another etl.py is loading this warehouse, or a "
+                        "session holds a table open (a reader's transaction)")
 
 
 if __name__ == "__main__":

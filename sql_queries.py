@@ -1033,6 +1033,11 @@ FROM etl_runs ORDER BY started_at DESC, run_id DESC LIMIT %s"""
 
 
 
+# PostgreSQL: the sessions a backend waits for, for a lock (db.waits_explained).
+lock_holders = """
+SELECT pid, usename, application_name, state, EXTRACT(EPOCH FROM now() - xact_start)::INTEGER
+FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(%s)) ORDER BY pid"""
+
 # PostgreSQL: how far a key build of a backend is (etl.StarProgress).
 key_build_progress = """
 SELECT phase, tuples_done, tuples_total, blocks_done, blocks_total

@@ -217,6 +217,50 @@ def test_ctrl_c_in_a_preparing_connection_leaves_no_prepared_rows(batches, monke
     assert query(b, "SELECT relname FROM pg_class WHERE relname = ANY(%s)", (list(sql_queries.SCRATCH_TABLES),)) == []
 
 
+@contextlib.contextmanager
+def reader_holding(cfg, table):
+    """A reader's session with its transaction open on table (analytics.py's output left in a
+    pager, a --serve client that has not committed); yields its pid."""
+    reader = db.connect(cfg, reader=True)
+    try:
+        with reader.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM {table}")
+        yield reader.get_backend_pid()
+    finally:
+        reader.rollback()
+        reader.close()
+
+
+def said_while_waiting(process, words, timeout=60):
+    """The first line of process's stderr with words in it, while it runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if words in line:
+            return line
+        assert line or process.poll() is None, "it ended without saying it"
+    raise AssertionError(f"nothing said with {words!r}")
+
+
+def test_a_reader_holding_a_table_open_is_named_and_no_wait_stops(warehouse):
+    """etl.py (--no-wait too) and create_tables.py waited on such a session in silence."""
+    etl.run_etl(warehouse)
+    with reader_holding(warehouse, "staging_events") as pid:
+        refused = run_script("etl.py", "--config", str(warehouse.path), "--no-wait")
+        assert refused.returncode == 3, refused.stderr
+        [line] = refused.stderr.strip().splitlines()
+        assert f"needs a table another session holds open: pid {pid} ({sql_queries.READER_ROLE}, " in line
+        waiting = etl_process(warehouse)
+        assert f"the load waits for a lock held by pid {pid} " in said_while_waiting(waiting, "waits for a lock")
+    assert waiting.wait(timeout=60) == 0
+    with reader_holding(warehouse, "songplays") as pid:
+        resetting = subprocess.Popen([sys.executable, str(ROOT / "create_tables.py"), "--config",
+                                      str(warehouse.path), "--yes"], stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        assert f"create_tables.py waits for a lock held by pid {pid} " in said_while_waiting(resetting, "waits for")
+    assert resetting.wait(timeout=60) == 0
+    assert counts(warehouse)["songplays"] == 0
+
+
 def test_second_run_waits_for_the_first_or_stops_by_option(warehouse):
     etl.run_etl(warehouse)
     before = star(warehouse)

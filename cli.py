@@ -18,7 +18,10 @@ from errors import UserError, mask_secrets
 
 log = logging.getLogger("sparkify")
 INTERRUPTED = db.INTERRUPTED  # set on Ctrl-C: work whose normal end is Ctrl-C waits on it (--serve)
-STOPPED_BY = "Ctrl-C"  # what interrupted the script: Ctrl-C, or SIGTERM (_as_ctrl_c)
+STOPPED_BY = "Ctrl-C"  # what interrupted the script: Ctrl-C, or SIGTERM or SIGHUP (_as_ctrl_c)
+# Signals that end a script as Ctrl-C does: a service manager's stop, kill; a closed terminal
+# (SIGHUP, not on Windows)
+STOP_SIGNALS = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
 
 
 def parser(description):
@@ -57,7 +60,7 @@ def run(main, arg_parser, argv=None, uses=GROUPS, interrupted=COMMITTED_NOTHING)
     setup_logging(args.verbose)
     prog = arg_parser.prog
     config = None
-    stop = signal.signal(signal.SIGTERM, _as_ctrl_c)
+    before = {sig: signal.signal(sig, _as_ctrl_c) for sig in STOP_SIGNALS}
     try:
         config = load_config(args.config, uses=uses)
         for handler in logging.getLogger().handlers:
@@ -82,7 +85,8 @@ def run(main, arg_parser, argv=None, uses=GROUPS, interrupted=COMMITTED_NOTHING)
             msg += " (run with -v for the traceback)"
         return _fail(prog, msg, 1, args.verbose, config)
     finally:
-        signal.signal(signal.SIGTERM, stop)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 class MaskSecrets(logging.Filter):
@@ -105,11 +109,12 @@ class MaskSecrets(logging.Filter):
 
 
 def _as_ctrl_c(signum, frame):
-    """SIGTERM (a service manager, kill) ends a script as Ctrl-C does: its queries cancelled, its
-    transaction rolled back, and the embedded server stopped if it was the last to use it (by
-    default SIGTERM ended the process at once: --serve left the server running)."""
+    """SIGTERM (a service manager, kill) or SIGHUP (the terminal closed) ends a script as Ctrl-C
+    does: its queries cancelled, its transaction rolled back, and the embedded server stopped if
+    it was the last to use it (by default either ended the process at once: --serve left the
+    server running, and open to its TCP login)."""
     global STOPPED_BY
-    STOPPED_BY = "SIGTERM"
+    STOPPED_BY = signal.Signals(signum).name
     raise KeyboardInterrupt
 
 
@@ -158,5 +163,6 @@ def main_entry(main, description, add_arguments=None, uses=GROUPS, interrupted=C
         add_arguments(p)
     code = run(main, p, uses=uses, interrupted=interrupted)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: a Ctrl-C now would only break the server's stop
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     return code

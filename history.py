@@ -6,7 +6,7 @@ tables exist, is not kept; on PostgreSQL, one missing a source or day is, as fai
 row as running; any other row still running then belongs to a run that ended without updating
 it (killed outright, its machine lost), since a live run would hold the lock: it is marked
 interrupted. At the end the row says succeeded, or failed with its error (its lines joined into
-one, after the rollback), or interrupted (Ctrl-C, or SIGTERM)."""
+one, after the rollback), or interrupted (Ctrl-C, SIGTERM or SIGHUP)."""
 import contextlib
 import copy
 import json

@@ -85,7 +85,7 @@ def test_a_long_error_is_kept_within_its_column_on_redshift_too(warehouse, monke
     assert redshift_rules.fits_varchar(failed[8], width) and not redshift_rules.fits_varchar(failed[8] + "é", width)
 
 
-@pytest.mark.parametrize("sig, said", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+@pytest.mark.parametrize("sig, said", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")])
 def test_ctrl_c_is_recorded_interrupted_and_changes_nothing(batches, sig, said):
     a, b = batches
     before = star(b)

@@ -147,13 +147,16 @@ def test_a_served_client_is_read_only_and_leaves_the_role_as_it_was(sample):
     assert out.returncode == 0, out.stderr
 
 
-def test_sigterm_stops_serving_as_ctrl_c_does(sample):
-    """A service manager's stop: before, the script ended at once and left the server running."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])  # a service manager's stop; the terminal closed
+def test_sigterm_stops_serving_as_ctrl_c_does(sample, sig):
+    """Before, the script ended at once and left the server running (with --port, open to its
+    TCP login and its password)."""
     cfg, data_dir = sample
-    serving = Serving(cfg)
+    serving = Serving(cfg, "--port", str(free_port()))
     pid = server_pid(data_dir)
-    assert serving.stop(signal.SIGTERM) == (0, "stopped serving\n", "")
+    assert serving.stop(sig) == (0, "stopped serving\n", "")
     assert gone(pid) and not (data_dir / "postmaster.pid").exists()
+    assert sql_queries.READER_ROLE not in (data_dir / "pg_hba.conf").read_text()  # its TCP login closed
 
 
 def test_over_tcp_only_the_reader_with_the_session_password_may_read(sample):

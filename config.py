@@ -294,12 +294,17 @@ def build_config(sections, path, environ):
 
     def source(key, default):
         value = get("S3", key)
+        typo = not value and difflib.get_close_matches(
+            key, [k for k in sections.get("S3", {}) if k not in KNOWN_KEYS["S3"]], n=1, cutoff=0.6)
+        if typo:  # else the bundled sample would load in its place
+            raise UserError(f"{path}: [S3] {key.upper()} is not set, and [S3] {typo[0].upper()} is not a key any "
+                            f"script reads: did you mean {key.upper()}?")
         if value.startswith("s3://"):
             return check_s3_uri(value, f"[S3] {key.upper()}", path)
         if engine == "redshift":
             raise UserError(f"{path}: [S3] {key.upper()} must be an s3:// URI for Redshift, "
                             + (f"not {value!r}" if value else "and is empty"))
-        return str((base / value).resolve()) if value else default  # relative to the cfg file
+        return str((base / Path(value).expanduser()).resolve()) if value else default  # relative to the cfg file
 
     def role_arn():
         arn = _optional(get("IAM_ROLE", "arn"), ROLE_ARN, "[IAM_ROLE] ARN", "arn:aws:iam::<12 digits>:role/<name>", path)
@@ -326,7 +331,8 @@ def build_config(sections, path, environ):
                      or get("DWH", "dwh_db_password")),
         reader_user=get("CLUSTER", "reader_user"),
         reader_password=environ.get("DWH_READER_PASSWORD") or get("CLUSTER", "reader_password"),
-        data_dir=(base / get("LOCAL", "data_dir")).resolve() if get("LOCAL", "data_dir") else defaults.data_dir,
+        data_dir=((base / Path(get("LOCAL", "data_dir")).expanduser()).resolve() if get("LOCAL", "data_dir")
+                  else defaults.data_dir),
         song_data=checked("sources", lambda: source("song_data", defaults.song_data), defaults.song_data),
         log_data=checked("sources", lambda: source("log_data", defaults.log_data), defaults.log_data),
         log_jsonpath=checked("sources", lambda: _jsonpath(get("S3", "log_jsonpath"), path), "auto"),

@@ -443,6 +443,8 @@ def connect(cfg, autocommit=False, reader=False):
     if INTERRUPTED.is_set() and not autocommit:  # after Ctrl-C, only the run history is written
         raise KeyboardInterrupt
     own_user = reader and bool(cfg.reader_user) and not cfg.embedded
+    if reader and cfg.embedded and not (Path(cfg.data_dir) / "PG_VERSION").exists():  # a reader makes no database
+        raise UserError(f"no warehouse at [LOCAL] DATA_DIR {cfg.data_dir}; run create_tables.py first", exit_code=2)
     try:
         if cfg.embedded:
             as_reader = {"user": sql_queries.READER_ROLE} if reader else {}

@@ -327,6 +327,18 @@ def test_a_large_result_streams_in_bounded_memory(loaded, tmp_path, as_csv):
     assert peak - baseline < 20_000, (peak, baseline)  # KiB: the whole result would be hundreds of MB
 
 
+def test_a_folder_with_no_warehouse_is_named_and_left_as_it_was(tmp_path):
+    """analytics.py made a new database (39 MB) where DATA_DIR was mistyped, then said to run
+    create_tables.py."""
+    missing = tmp_path / "no" / "such" / "pgdata"
+    path = tmp_path / "typo.cfg"
+    path.write_text(f"[LOCAL]\nDATA_DIR={missing}\n")
+    out = run_script("analytics.py", "--config", str(path), "--runs")
+    assert (out.returncode, out.stderr) == (
+        2, f"analytics.py: error: no warehouse at [LOCAL] DATA_DIR {missing}; run create_tables.py first\n")
+    assert not (tmp_path / "no").exists()
+
+
 def test_an_empty_sql_says_so(loaded):
     """--sql "" is a query with nothing in it, not no --sql (which ran the whole report)."""
     out = run_script("analytics.py", "--config", str(loaded.path), "--sql", "")

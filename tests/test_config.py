@@ -1,4 +1,6 @@
 """Reading dwh.cfg: defaults, course files as they are, the password from the environment, errors."""
+import re
+
 import pytest
 
 import config
@@ -268,12 +270,30 @@ def test_connection_settings_come_from_cluster_else_dwh(tmp_path):
 
 
 def test_a_misspelled_key_or_section_warns_with_the_closest_known_one(tmp_path, caplog):
-    path = write(tmp_path, "[S3]\nLOG_DATA_PATH = logs\nSONG_DATA = songs\n[CLUSTR]\nHOST =\n")
+    path = write(tmp_path, "[S3]\nLOG_DATA = logs\nSONG_DATA = songs\nLOG_DATE_PATERN = x\n[CLUSTR]\nHOST =\n")
     with caplog.at_level("WARNING", logger="sparkify"):
         config.load_config(str(path))
-    assert f"warning: {path}: [S3] LOG_DATA_PATH is not read by any script; did you mean LOG_DATA?" in caplog.messages
+    assert (f"warning: {path}: [S3] LOG_DATE_PATERN is not read by any script; did you mean LOG_DATE_PATTERN?"
+            in caplog.messages)
     assert f"warning: {path}: section [CLUSTR] is not read by any script; did you mean [CLUSTER]?" in caplog.messages
     assert len(caplog.messages) == 2  # SONG_DATA and the rest are known
+
+
+@pytest.mark.parametrize("typo", ["LOG_DAT", "LOG_DATA_PATH", "LOGDATA"])
+def test_a_misspelled_source_is_an_error_not_the_bundled_sample(tmp_path, typo):
+    """With LOG_DATA misspelled the load read the bundled sample instead, after a warning."""
+    path = write(tmp_path, f"[S3]\n{typo} = logs\nSONG_DATA = songs\n")
+    with pytest.raises(UserError, match=rf"^{re.escape(str(path))}: \[S3\] LOG_DATA is not set, and \[S3\] {typo} is "
+                                        r"not a key any script reads: did you mean LOG_DATA\?$"):
+        config.load_config(str(path), uses=("sources",))
+    config.load_config(str(path), uses=("warehouse",))  # a script that reads no source runs
+
+
+def test_a_home_folder_in_a_local_path_is_the_users(tmp_path, monkeypatch):
+    """~ was a folder named ~ beside the config file."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg = config.load_config(str(write(tmp_path, "[S3]\nLOG_DATA=~/logs\n[LOCAL]\nDATA_DIR=~/db\n")))
+    assert (cfg.log_data, cfg.data_dir) == (str(tmp_path / "home" / "logs"), tmp_path / "home" / "db")
 
 
 def test_the_example_documents_every_key_a_script_reads():

@@ -213,6 +213,8 @@ def main(cfg, args):
         raise UserError(f"--sql on {cfg.describe()} needs [CLUSTER] READER_USER, a user that may only read: "
                         "without it a query runs as the loading user (on PostgreSQL through SET ROLE, which a "
                         "query can undo); the report's sections need none", exit_code=2)
+    if args.html not in (None, "-"):
+        output.check_html_target(args.html, cfg.path)
     if args.html and (args.sql is not None or args.runs or args.quality):
         other = "--sql" if args.sql is not None else "--runs" if args.runs else "--quality"
         raise UserError(f"--html writes the report (or one --section), not {other}", exit_code=2)
@@ -230,6 +232,9 @@ def main(cfg, args):
         if args.quality:
             return print_quality(conn, cfg.engine, args.csv)
         names = [args.section] if args.section else list(SECTIONS)
+        if args.html == "-":
+            output.write_html(sys.stdout, "Sparkify plays", report(conn, names, not args.no_chart))
+            return
         if args.html:
             n = output.write_html_file(args.html, "Sparkify plays", report(conn, names, not args.no_chart))
             log.info("wrote %s: %d section%s", args.html, n, "s" * (n != 1))
@@ -325,7 +330,8 @@ def add_arguments(p):
                       help="print CSV with a header row instead of tables, in UTF-8 as PostgreSQL's COPY "
                            "writes it (the whole report: each section after a '# title' line)")
     form.add_argument("--html", metavar="FILE",
-                      help="write the report as one self-contained HTML page (charts and tables) to FILE")
+                      help="write the report as one self-contained HTML page (charts and tables) to FILE "
+                        "(- for standard output); it replaces only an earlier page")
     p.add_argument("--no-chart", action="store_true",
                    help="tables only: no bar charts of plays per hour and per day")
 

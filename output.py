@@ -159,6 +159,7 @@ def _bar(cells, fine, nonzero):
 # No script, no network: the page's policy forbids both, and every value from the data is
 # escaped (text, attributes, SVG text alike): song titles and locations are anyone's input.
 BAR_COLOUR = "#2b6cb0"
+PAGE_START = b"<!DOCTYPE html>"  # how every page written here begins
 PAGE_HEAD = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
@@ -195,6 +196,18 @@ def write_html(out, title, sections):
         n += 1
     out.write("</body></html>\n")
     return n
+
+
+def check_html_target(path, config_path=None):
+    """The page may replace a page, or nothing: not the configuration, nor another file."""
+    target = Path(os.path.realpath(path))
+    if config_path and target == Path(os.path.realpath(config_path)):
+        raise UserError(f"--html {path} is the configuration file; name another file")
+    if target.is_file() and target.stat().st_size:
+        with open(target, "rb") as f:
+            if not f.read(len(PAGE_START)).lower() == PAGE_START.lower():
+                raise UserError(f"--html {path} exists and is not an HTML page; not overwritten (name another file, "
+                                "or remove it)")
 
 
 def write_html_file(path, title, sections):

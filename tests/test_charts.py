@@ -14,7 +14,7 @@ import pytest
 
 import analytics
 import output
-from conftest import TS, event, reset, run_script, song, write_events, write_song
+from conftest import ROOT, TS, event, reset, run_script, song, write_events, write_song
 
 HOUR = 3600 * 1000
 # TS is 2018-11-30 00:22 UTC: plays at hours 0 (x4), 2 (x2), 5 on the 30th, 23 on the 29th, and 2
@@ -202,7 +202,7 @@ def test_html_through_a_link_keeps_the_link_and_the_reports_permissions(plays, t
     came back readable by all (0644)."""
     target, link = tmp_path / "reports" / "plays.html", tmp_path / "latest.html"
     target.parent.mkdir()
-    target.write_text("old")
+    target.write_text("<!DOCTYPE html>\n<p>an earlier report</p>\n")
     target.chmod(0o600)
     link.symlink_to(target)
     out = run_script("analytics.py", "--config", str(plays.path), "--html", str(link))
@@ -227,6 +227,23 @@ def test_a_folder_where_the_page_is_first_written_is_one_line(plays, tmp_path):
     out = run_script("analytics.py", "--config", str(plays.path), "--html", str(tmp_path / "r.html"))
     assert (out.returncode, out.stderr) == (1, f"analytics.py: error: cannot write {tmp_path / 'r.html'}: "
                                                "Is a directory\n")
+
+
+def test_html_never_replaces_the_configuration_or_another_file_and_dash_is_standard_output(plays, tmp_path):
+    """--html dwh.cfg wrote the page over the configuration it had read; - was a file named -."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    config_text = plays.path.read_text()
+    for target, says in ((plays.path, "is the configuration file"), (notes, "exists and is not an HTML page")):
+        out = run_script("analytics.py", "--config", str(plays.path), "--html", str(target))
+        assert out.returncode == 1 and out.stderr == f"analytics.py: error: --html {target} {says}" + (
+            "; name another file\n" if target == plays.path else "; not overwritten (name another file, or remove it)\n")
+    assert (plays.path.read_text(), notes.read_text()) == (config_text, "mine\n")
+    page = tmp_path / "page.html"
+    for _ in range(2):  # a page replaces a page
+        assert run_script("analytics.py", "--config", str(plays.path), "--html", str(page)).returncode == 0
+    out = run_script("analytics.py", "--config", str(plays.path), "--html", "-")
+    assert out.returncode == 0 and out.stdout == page.read_text() and not (ROOT / "-").exists()
 
 
 def test_no_chart_leaves_the_charts_out_of_the_html_too(plays, tmp_path):

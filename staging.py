@@ -590,7 +590,9 @@ class RowStream:
             yield self._block(prefix, path, line_no, carry)
 
     def _block(self, prefix, path, line_no, block):
-        """COPY rows for complete lines; lines that are not valid text are sent empty."""
+        """COPY rows for complete lines, without a CRLF's CR (a line ending is not part of its
+        record); lines that are not valid text are sent empty."""
+        block = block.replace(b"\r\n", b"\n").removesuffix(b"\r")
         if text_problem(block):
             lines = block.split(b"\n")
             for i, line in enumerate(lines):

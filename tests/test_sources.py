@@ -48,6 +48,23 @@ def test_line_endings_blank_lines_and_no_trailing_newline(make_cfg, tmp_path, ne
     assert sum(r.rejected for r in result.staged) == 0
 
 
+@pytest.mark.parametrize("trailing", [True, False])
+def test_a_bad_record_of_a_crlf_file_is_set_aside_without_its_line_ending(make_cfg, tmp_path, trailing):
+    """Its CR was kept in the record (and its byte count), and the reason was about it ("Character
+    with value 0x0d must be escaped"), not the record."""
+    truncated = json.dumps(event(itemInSession=1))[:40]
+    write_events(tmp_path / "logs" / "e.json", [event(itemInSession=0), truncated, event(itemInSession=2), truncated],
+                 newline="\r\n", trailing=trailing)
+    write_song(tmp_path / "songs" / "s.json", song())
+    cfg = make_cfg(songs=tmp_path / "songs", logs=tmp_path / "logs", max_errors=5)
+    reset(cfg)
+    etl.run_etl(cfg)
+    found = query(cfg, "SELECT line_no, reason, record, record_bytes FROM load_errors ORDER BY line_no")
+    assert [(n, record, size) for n, _, record, size in found] == [(2, truncated, 40), (4, truncated, 40)]
+    assert all(reason.startswith("invalid JSON: ") and "0x0d" not in reason for _, reason, _, _ in found)
+    assert counts(cfg)["songplays"] == 2
+
+
 def test_pretty_printed_song_file_spanning_many_lines(make_cfg, tmp_path):
     write_song(tmp_path / "songs" / "s.json", song(title="Multi\nLine? no: escaped"), indent=4)
     write_events(tmp_path / "logs" / "e.json", [event()])

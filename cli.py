@@ -56,6 +56,9 @@ def run(main, arg_parser, argv=None, uses=GROUPS, interrupted=COMMITTED_NOTHING)
     """Parse arguments, load the configuration and check the settings of the groups the script
     uses (config.GROUPS), call main(config, args); return an exit code. interrupted: what a
     Ctrl-C leaves, as its message says."""
+    for name in ("stdout", "stderr"):  # started with it closed (>&-): written to nowhere, as >/dev/null
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
     args = arg_parser.parse_args(argv)
     setup_logging(args.verbose)
     prog = arg_parser.prog

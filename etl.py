@@ -606,7 +606,13 @@ def main(cfg, args):
                 "marked 'first load only'" if cfg.engine == "postgres" else "")
         return db.print_dry_run(cfg, lambda: load(cfg, args), note)
     result = load(cfg, args)
-    print(as_json(result) if args.json else summary(result))
+    try:
+        print(as_json(result) if args.json else summary(result), flush=True)
+    except BrokenPipeError:
+        raise  # its reader stopped reading (| head): not an error
+    except OSError as e:  # a full disk, a lost terminal
+        raise UserError(f"run {result.run_id} loaded and committed, but its summary could not be written: "
+                        f"{e.strerror or e}; analytics.py --runs shows it") from None
 
 
 def load(cfg, args):

@@ -229,6 +229,8 @@ def write_html_file(path, title, sections):
         finally:
             with contextlib.suppress(OSError):  # a .part that is a folder is not ours to remove
                 part.unlink(missing_ok=True)
+    except BrokenPipeError:
+        raise  # a pipe's reader stopped reading (| head): not an error
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}")
     return n

@@ -1,10 +1,16 @@
 """The scripts as a user runs them: output, exit codes, one-line errors."""
 import csv
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 import db
 import sql_queries
-from conftest import event, query, reset, run_script, song, write_events, write_song
+from conftest import ROOT, event, query, reset, run_script, song, write_events, write_song
 
 
 def small_sources(tmp_path):
@@ -110,3 +116,36 @@ def test_a_view_on_a_table_stops_create_tables_with_one_line_naming_it(make_cfg,
                                       "nothing was changed")
     finally:
         query(cfg, "DROP VIEW IF EXISTS daily; SELECT 1")
+
+
+def script(name, cfg, *args, **popen):
+    return subprocess.Popen([sys.executable, str(ROOT / name), "--config", str(cfg.path), *args], cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True, **popen)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_summary_that_cannot_be_written_says_the_load_committed(make_cfg, tmp_path):
+    """etl.py > /dev/full committed the load, then ended on 'unexpected OSError'."""
+    cfg = make_cfg(**small_sources(tmp_path))
+    reset(cfg)
+    with open("/dev/full", "w") as full:
+        loaded = script("etl.py", cfg, stdout=full)
+        err = loaded.communicate(timeout=120)[1]
+    assert loaded.returncode == 1
+    assert "loaded and committed, but its summary could not be written: No space left on device; analytics.py " \
+           "--runs shows it" in err.strip().splitlines()[-1]
+    assert query(cfg, "SELECT status FROM etl_runs") == [("succeeded",)]
+
+
+def test_output_closed_before_or_while_writing_is_no_error(make_cfg, tmp_path):
+    """analytics.py >&- ended on 'unexpected AttributeError'; --html /dev/stdout | head -1 on
+    'cannot write /dev/stdout: Broken pipe' (every other output closed early ended quietly)."""
+    cfg = make_cfg(**small_sources(tmp_path))
+    reset(cfg)
+    assert run_script("etl.py", "--config", str(cfg.path)).returncode == 0
+    closed = script("analytics.py", cfg, "--sql", "SELECT 1", stdout=subprocess.DEVNULL,
+                    preexec_fn=lambda: os.close(1))
+    assert (closed.communicate(timeout=60)[1], closed.returncode) == ("", 0)
+    gone = script("analytics.py", cfg, "--html", "/dev/stdout", stdout=subprocess.PIPE)
+    gone.stdout.close()  # the reader went before a byte was written
+    assert (gone.stderr.read(), gone.wait(timeout=60)) == ("", 0)

@@ -53,6 +53,9 @@ EVENT_CASES = {
     # microseconds, not milliseconds: no time to the millisecond (the load stopped on "interval out of range")
     "a ts too far from 1970": (json.dumps(event(itemInSession=1, ts=TS * 1000)),
                                r'^field "ts": not a time from the year 1 to 4253 in epoch milliseconds$'),
+    # a level the load's checks refuse: it stopped the whole load, naming no file or line, past --max-errors
+    "a level not free or paid": (json.dumps(event(itemInSession=1, level="premium")),
+                                 rf'^field "level": not one of {", ".join(sql_queries.LEVELS)}$'),
     # deeper than PostgreSQL's stack: its parser stops the whole statement (stack depth limit exceeded)
     "JSON nested 20,000 deep": (json.dumps(event(itemInSession=1))[:-1] + ', "x": ' + "[" * 20000 + "]" * 20000 + "}",
                                 r"^more than 10,000 \[ and \{: too many to parse safely$"),

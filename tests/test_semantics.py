@@ -202,11 +202,11 @@ def test_a_later_load_keeps_the_smallest_copy_of_a_repeated_event(make_cfg, tmp_
 
 def test_a_reload_of_a_repeated_event_is_checked_as_one_play(make_cfg, tmp_path, caplog):
     """Loaded again, a repeated event's plays were all skipped, so no key saw the repeat, and
-    the checks read every copy: a copy the load drops (level 'unknown') failed the run, and
-    'logged out' counted each copy."""
+    the checks read every copy: a copy the load drops (level 'unknown', which staging now sets
+    aside; here 'paid') failed the run, and 'logged out' counted each copy."""
     caplog.set_level("INFO", logger="sparkify")
     later = dict(REPEATED, ts=REPEATED["ts"] + 1000, itemInSession=4)  # the user's latest event: free
-    cfg = small(make_cfg, tmp_path, [event(**REPEATED, userId="3"), event(**REPEATED, userId="3", level="unknown"),
+    cfg = small(make_cfg, tmp_path, [event(**REPEATED, userId="3"), event(**REPEATED, userId="3", level="paid"),
                                      event(**later, userId="3"), event(userId="", itemInSession=9),
                                      event(userId="", itemInSession=9)])
     reset(cfg)

@@ -121,6 +121,9 @@ def one_statement(text):
     """The text's one statement, without a final ';'; UserError if it holds none or more, or
     anything but a SELECT or VALUES."""
     (standard, first), (escaped, _) = _scan(text, False), _scan(text, True)
+    if len(standard) == 1 and standard != escaped:
+        raise UserError("--sql reads as one statement only where a backslash does not escape a quote (Redshift "
+                        "reads it otherwise): write the quote as '' or use E'...'")
     if len(standard) != 1 or standard != escaped:
         raise UserError("--sql takes exactly one statement (a SELECT or VALUES)"
                         if standard or escaped else "--sql is empty")

@@ -106,6 +106,12 @@ def test_not_one_select(text):
         analytics.one_statement(text)
 
 
+def test_one_statement_only_where_a_backslash_escapes_nothing_says_so():
+    """It said '--sql takes exactly one statement' of one SELECT (Redshift would read two)."""
+    with pytest.raises(UserError, match=r"^--sql reads as one statement only where a backslash does not escape"):
+        analytics.one_statement("SELECT 'a\\' AS a, ';' AS b")
+
+
 def test_the_server_refuses_what_is_not_a_select(loaded):
     """The cursor is the rule, not the client's first-word check: a COMMIT or a write is refused
     by the server itself."""

@@ -63,7 +63,8 @@ def run(main, arg_parser, argv=None, uses=GROUPS, interrupted=COMMITTED_NOTHING)
     setup_logging(args.verbose)
     prog = arg_parser.prog
     config = None
-    before = {sig: signal.signal(sig, _as_ctrl_c) for sig in STOP_SIGNALS}
+    # not a signal ignored from the start: nohup's SIGHUP (the script is to outlive its terminal)
+    before = {sig: signal.signal(sig, _as_ctrl_c) for sig in STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN}
     try:
         config = load_config(args.config, uses=uses)
         for handler in logging.getLogger().handlers:
@@ -167,5 +168,5 @@ def main_entry(main, description, add_arguments=None, uses=GROUPS, interrupted=C
     code = run(main, p, uses=uses, interrupted=interrupted)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: a Ctrl-C now would only break the server's stop
     for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, signal.SIG_IGN)  # done: one now would only break the server's stop
     return code

@@ -49,9 +49,9 @@ def sample():
 class Serving:
     """analytics.py --serve running, its first lines read; always stopped (SIGINT, then kill)."""
 
-    def __init__(self, cfg, *args):
+    def __init__(self, cfg, *args, preexec_fn=sigint_as_at_a_terminal):
         self.process = subprocess.Popen([sys.executable, str(ROOT / "analytics.py"), "--config", str(cfg),
-                                         "--serve", *args], cwd=ROOT, preexec_fn=sigint_as_at_a_terminal, text=True,
+                                         "--serve", *args], cwd=ROOT, preexec_fn=preexec_fn, text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.watchdog = threading.Timer(300, self.process.kill)  # a hung test still ends
         self.watchdog.start()
@@ -157,6 +157,22 @@ def test_sigterm_stops_serving_as_ctrl_c_does(sample, sig):
     assert serving.stop(sig) == (0, "stopped serving\n", "")
     assert gone(pid) and not (data_dir / "postmaster.pid").exists()
     assert sql_queries.READER_ROLE not in (data_dir / "pg_hba.conf").read_text()  # its TCP login closed
+
+
+def as_under_nohup():
+    sigint_as_at_a_terminal()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def test_under_nohup_a_closed_terminal_does_not_stop_serving(sample):
+    """SIGHUP ignored from the start (nohup) stays ignored: a load or a setup meant to outlive
+    its terminal went on after it closed, until SIGHUP was made to end every script."""
+    cfg, data_dir = sample
+    serving = Serving(cfg, preexec_fn=as_under_nohup)
+    serving.process.send_signal(signal.SIGHUP)
+    time.sleep(2)  # enough for the stop it used to start at once
+    assert serving.process.poll() is None
+    assert serving.stop() == (0, "stopped serving\n", "")
 
 
 def test_over_tcp_only_the_reader_with_the_session_password_may_read(sample):

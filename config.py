@@ -294,10 +294,10 @@ def build_config(sections, path, environ):
 
     def source(key, default):
         value = get("S3", key)
-        typo = not value and difflib.get_close_matches(
-            key, [k for k in sections.get("S3", {}) if k not in KNOWN_KEYS["S3"]], n=1, cutoff=0.6)
-        if typo:  # else the bundled sample would load in its place
-            raise UserError(f"{path}: [S3] {key.upper()} is not set, and [S3] {typo[0].upper()} is not a key any "
+        typos = [k for k in sections.get("S3", {}) if k not in KNOWN_KEYS["S3"]
+                 and difflib.get_close_matches(k, KNOWN_KEYS["S3"], n=1, cutoff=0.6) == [key]]
+        if not value and typos:  # else the bundled sample would load in its place
+            raise UserError(f"{path}: [S3] {key.upper()} is not set, and [S3] {typos[0].upper()} is not a key any "
                             f"script reads: did you mean {key.upper()}?")
         if value.startswith("s3://"):
             return check_s3_uri(value, f"[S3] {key.upper()}", path)

@@ -287,6 +287,8 @@ def test_a_misspelled_source_is_an_error_not_the_bundled_sample(tmp_path, typo):
                                         r"not a key any script reads: did you mean LOG_DATA\?$"):
         config.load_config(str(path), uses=("sources",))
     config.load_config(str(path), uses=("warehouse",))  # a script that reads no source runs
+    closer_to_another = write(tmp_path, "[S3]\nLOG_DATE_PATERN = x\nSONG_DATA = songs\n")  # LOG_DATA unset
+    assert config.load_config(str(closer_to_another), uses=("sources",)).log_data == config.Config().log_data
 
 
 def test_a_home_folder_in_a_local_path_is_the_users(tmp_path, monkeypatch):

@@ -597,19 +597,29 @@ def waits_explained(cfg, conn, wait=True, what="the load"):
                 cur.execute(sql_queries.lock_holders, (pid,))
                 others = [r for r in cur.fetchall() if r[0] not in ours]
                 if others:
-                    who = "; ".join(f"pid {p} ({user}, {app or 'no application name'}, {state}"
-                                    + (f" for {secs} s)" if secs is not None else ")")
+                    who = "; ".join(f"pid {p} ({', '.join(str(v) for v in (user, app or None, state) if v)}"
+                                    + (f", for {secs} s)" if secs is not None else ")")
                                     for p, user, app, state, secs in others)
-                    if not wait:
-                        stopped_by.append(who)
-                        conn.cancel()
+                    if wait:
+                        log.warning("%s waits for a lock held by %s: it goes on once that session ends its "
+                                    "transaction (quit the pager, or commit or roll back in your SQL client)",
+                                    what, who)
                         return
-                    log.warning("%s waits for a lock held by %s: it goes on once that session ends its "
-                                "transaction (quit the pager, or commit or roll back in your SQL client)", what, who)
-                    return
+                    # cancelled only while those still hold it up: not a later statement
+                    stopped_by.append(who)  # before: the canceled statement may end before this one returns
+                    cur.execute(sql_queries.cancel_if_held_by, (pid, [r[0] for r in others], pid))
+                    if cur.fetchone():
+                        return
+                    stopped_by.pop()
                 done.wait(1.0)
 
-    watcher = threading.Thread(target=watch, name="lock-watch", daemon=True)
+    def watched():
+        try:
+            watch()
+        except (psycopg2.Error, UserError) as e:  # the watcher only says why; the load goes on without it
+            log.debug("lock watch: %s", e)
+
+    watcher = threading.Thread(target=watched, name="lock-watch", daemon=True)
     watcher.start()
     try:
         yield

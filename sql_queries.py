@@ -1047,6 +1047,7 @@ FROM etl_runs ORDER BY started_at DESC, run_id DESC LIMIT %s"""
 lock_holders = """
 SELECT pid, usename, application_name, state, EXTRACT(EPOCH FROM now() - xact_start)::INTEGER
 FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(%s)) ORDER BY pid"""
+cancel_if_held_by = "SELECT pg_cancel_backend(%s) WHERE %s::INTEGER[] && pg_blocking_pids(%s)"
 
 # PostgreSQL: how far a key build of a backend is (etl.StarProgress).
 key_build_progress = """

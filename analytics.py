@@ -216,13 +216,14 @@ def main(cfg, args):
         raise UserError(f"--sql on {cfg.describe()} needs [CLUSTER] READER_USER, a user that may only read: "
                         "without it a query runs as the loading user (on PostgreSQL through SET ROLE, which a "
                         "query can undo); the report's sections need none", exit_code=2)
-    if args.html not in (None, "-"):
-        output.check_html_target(args.html, cfg.path)
     if args.html and (args.sql is not None or args.runs or args.quality):
         other = "--sql" if args.sql is not None else "--runs" if args.runs else "--quality"
         raise UserError(f"--html writes the report (or one --section), not {other}", exit_code=2)
-    if args.csv and hasattr(sys.stdout, "reconfigure"):
-        # as COPY writes it: UTF-8 (Windows writes a redirect in the ANSI code page), \n (not \r\n)
+    if args.html not in (None, "-"):
+        output.check_html_target(args.html, cfg.path)
+    if (args.csv or args.html == "-") and hasattr(sys.stdout, "reconfigure"):
+        # as COPY writes it, and as the page says it is: UTF-8 (Windows writes a redirect in the
+        # ANSI code page), \n (not \r\n)
         sys.stdout.reconfigure(encoding="utf-8", newline="\n")
     conn = open_reader(cfg)
     try:
@@ -334,7 +335,7 @@ def add_arguments(p):
                            "writes it (the whole report: each section after a '# title' line)")
     form.add_argument("--html", metavar="FILE",
                       help="write the report as one self-contained HTML page (charts and tables) to FILE "
-                        "(- for standard output); it replaces only an earlier page")
+                        "(- for standard output); it replaces only a page it wrote before")
     p.add_argument("--no-chart", action="store_true",
                    help="tables only: no bar charts of plays per hour and per day")
 

@@ -159,9 +159,10 @@ def _bar(cells, fine, nonzero):
 # No script, no network: the page's policy forbids both, and every value from the data is
 # escaped (text, attributes, SVG text alike): song titles and locations are anyone's input.
 BAR_COLOUR = "#2b6cb0"
-PAGE_START = b"<!DOCTYPE html>"  # how every page written here begins
+PAGE_MARK = '<meta name="generator" content="Sparkify analytics.py">'  # a page --html may replace has it
 PAGE_HEAD = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+""" + PAGE_MARK + """
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
 <title>{title}</title>
 <style>
@@ -199,15 +200,15 @@ def write_html(out, title, sections):
 
 
 def check_html_target(path, config_path=None):
-    """The page may replace a page, or nothing: not the configuration, nor another file."""
+    """The page may replace one it wrote before, or nothing: not the configuration, nor another file."""
     target = Path(os.path.realpath(path))
     if config_path and target == Path(os.path.realpath(config_path)):
-        raise UserError(f"--html {path} is the configuration file; name another file")
+        raise UserError(f"--html {path} is the configuration file; name another file", exit_code=2)
     if target.is_file() and target.stat().st_size:
         with open(target, "rb") as f:
-            if not f.read(len(PAGE_START)).lower() == PAGE_START.lower():
-                raise UserError(f"--html {path} exists and is not an HTML page; not overwritten (name another file, "
-                                "or remove it)")
+            if PAGE_MARK.encode() not in f.read(1024):
+                raise UserError(f"--html {path} exists and is not a page analytics.py wrote; not overwritten (name "
+                                "another file, or remove it)", exit_code=2)
 
 
 def write_html_file(path, title, sections):

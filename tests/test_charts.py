@@ -4,10 +4,12 @@ ASCII when the output is not UTF-8, none with --no-chart), and in one self-conta
 import datetime
 import html.parser
 import io
+import os
 import re
 import shutil
 import struct
 import subprocess
+import sys
 import zlib
 
 import pytest
@@ -202,7 +204,7 @@ def test_html_through_a_link_keeps_the_link_and_the_reports_permissions(plays, t
     came back readable by all (0644)."""
     target, link = tmp_path / "reports" / "plays.html", tmp_path / "latest.html"
     target.parent.mkdir()
-    target.write_text("<!DOCTYPE html>\n<p>an earlier report</p>\n")
+    target.write_text(f"<!DOCTYPE html>\n<html><head>{output.PAGE_MARK}</head><body>an earlier report</body></html>\n")
     target.chmod(0o600)
     link.symlink_to(target)
     out = run_script("analytics.py", "--config", str(plays.path), "--html", str(link))
@@ -231,19 +233,36 @@ def test_a_folder_where_the_page_is_first_written_is_one_line(plays, tmp_path):
 
 def test_html_never_replaces_the_configuration_or_another_file_and_dash_is_standard_output(plays, tmp_path):
     """--html dwh.cfg wrote the page over the configuration it had read; - was a file named -."""
-    notes = tmp_path / "notes.txt"
+    notes, index = tmp_path / "notes.txt", tmp_path / "index.html"
     notes.write_text("mine\n")
-    config_text = plays.path.read_text()
-    for target, says in ((plays.path, "is the configuration file"), (notes, "exists and is not an HTML page")):
+    index.write_text("<!DOCTYPE html>\n<p>a page of my own</p>\n")
+    kept = {path: path.read_text() for path in (plays.path, notes, index)}
+    for target in kept:
         out = run_script("analytics.py", "--config", str(plays.path), "--html", str(target))
-        assert out.returncode == 1 and out.stderr == f"analytics.py: error: --html {target} {says}" + (
-            "; name another file\n" if target == plays.path else "; not overwritten (name another file, or remove it)\n")
-    assert (plays.path.read_text(), notes.read_text()) == (config_text, "mine\n")
+        says = ("is the configuration file; name another file" if target == plays.path else
+                "exists and is not a page analytics.py wrote; not overwritten (name another file, or remove it)")
+        assert (out.returncode, out.stderr) == (2, f"analytics.py: error: --html {target} {says}\n")
+    assert {path: path.read_text() for path in kept} == kept
     page = tmp_path / "page.html"
-    for _ in range(2):  # a page replaces a page
+    for _ in range(2):  # a page replaces the page it wrote
         assert run_script("analytics.py", "--config", str(plays.path), "--html", str(page)).returncode == 0
     out = run_script("analytics.py", "--config", str(plays.path), "--html", "-")
     assert out.returncode == 0 and out.stdout == page.read_text() and not (ROOT / "-").exists()
+
+
+def test_the_page_on_standard_output_is_utf8_as_it_says(make_cfg, tmp_path):
+    """With an output encoding that lacks a character of the data, --html - stopped; a file took it."""
+    write_events(tmp_path / "logs" / "e.json", [event(location="Zoë Ωmega")])
+    write_song(tmp_path / "songs" / "s.json", song())
+    cfg = make_cfg(songs=tmp_path / "songs", logs=tmp_path / "logs")
+    reset(cfg)
+    assert run_script("etl.py", "--config", str(cfg.path)).returncode == 0
+    page = tmp_path / "page.html"
+    assert run_script("analytics.py", "--config", str(cfg.path), "--html", str(page)).returncode == 0
+    out = subprocess.run([sys.executable, str(ROOT / "analytics.py"), "--config", str(cfg.path), "--html", "-"],
+                         capture_output=True, cwd=ROOT, env=dict(os.environ, PYTHONIOENCODING="latin-1"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == page.read_bytes() and "Zoë Ωmega" in out.stdout.decode("utf-8")
 
 
 def test_no_chart_leaves_the_charts_out_of_the_html_too(plays, tmp_path):

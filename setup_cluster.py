@@ -211,12 +211,27 @@ def data_region(s3, cfg):
     return region, False
 
 
-def trust_policy(cluster_type):
-    """Who may assume the role: Amazon Redshift, and for a Serverless workgroup Redshift Serverless
-    too, as its guide asks (tests/aws_rules.py names the pages)."""
-    services = ["redshift.amazonaws.com"] + (["redshift-serverless.amazonaws.com"] if cluster_type == "serverless" else [])
-    return {"Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"Service": services}, "Action": "sts:AssumeRole"}]}
+def trusted_services(cluster_type):
+    """Who must be able to assume the role: Amazon Redshift, and for a Serverless workgroup Redshift
+    Serverless too, as its guide asks (tests/aws_rules.py names the pages)."""
+    return ["redshift.amazonaws.com"] + (["redshift-serverless.amazonaws.com"] if cluster_type == "serverless" else [])
+
+
+def trust_statement(services):
+    return {"Effect": "Allow", "Principal": {"Service": services}, "Action": "sts:AssumeRole"}
+
+
+def services_trusted_by(document):
+    """The services a trust policy lets assume its role."""
+    def listed(value):
+        return [value] if isinstance(value, str) else list(value or [])
+    found = set()
+    for statement in document.get("Statement", []):
+        principal = statement.get("Principal")
+        if (statement.get("Effect") == "Allow" and "sts:AssumeRole" in listed(statement.get("Action"))
+                and isinstance(principal, dict)):
+            found |= set(listed(principal.get("Service")))
+    return found
 
 
 # --- The steps ----------------------------------------------------------------------------------
@@ -224,16 +239,22 @@ def ensure_role(iam, cfg):
     """The role Redshift assumes, with the S3 read policy; created or reused (a reused role gets
     this warehouse's trust and policy: one made for a cluster may now serve a workgroup). Returns
     its ARN."""
-    name = cfg.cluster.iam_role_name
-    trust = json.dumps(trust_policy(cfg.cluster.cluster_type))
+    name, services = cfg.cluster.iam_role_name, trusted_services(cfg.cluster.cluster_type)
     with aws_errors(f"creating IAM role {name}"):
         try:
-            arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust,
+            trust = {"Version": "2012-10-17", "Statement": [trust_statement(services)]}
+            arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust),
                                   Description="Lets the Sparkify Redshift warehouse read its S3 sources")["Role"]["Arn"]
             log.info("created IAM role %s", name)
         except iam.exceptions.EntityAlreadyExistsException:
-            arn = iam.get_role(RoleName=name)["Role"]["Arn"]
-            iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust)
+            role = iam.get_role(RoleName=name)["Role"]
+            arn, trust = role["Arn"], role["AssumeRolePolicyDocument"]
+            trust = json.loads(trust) if isinstance(trust, str) else trust
+            missing = [s for s in services if s not in services_trusted_by(trust)]
+            if missing:  # added to what it trusts (a role of a cluster may be a workgroup's too), none taken away
+                trust["Statement"] = list(trust.get("Statement", [])) + [trust_statement(missing)]
+                iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
+                log.info("IAM role %s: trusted by %s too", name, ", ".join(missing))
             log.info("IAM role %s exists; reusing it", name)
         policy = s3_read_policy(cfg, arn.split(":")[1])  # an account's ARNs are all of its partition
         iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(policy))

@@ -295,6 +295,17 @@ def test_a_role_made_for_a_cluster_is_trusted_by_serverless_once_reused_for_a_wo
     assert trusted_services(aws["iam"]) == rules.ROLE_TRUSTED_SERVICES["serverless"]
 
 
+def test_a_reused_role_keeps_whom_it_trusted(aws, tmp_path):
+    """Reused for a cluster, a role a workgroup (and another service) also used lost their trust:
+    its whole trust policy was replaced."""
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    aws["iam"].create_role(RoleName="dwhRole", AssumeRolePolicyDocument=json.dumps(trust))
+    setup_cluster.ensure_role(aws["iam"], kind_cfg(tmp_path / "s", "serverless"))
+    setup_cluster.ensure_role(aws["iam"], kind_cfg(tmp_path / "p", "provisioned"))
+    assert trusted_services(aws["iam"]) == rules.ROLE_TRUSTED_SERVICES["serverless"] | {"ec2.amazonaws.com"}
+
+
 def policy_resources(policy):
     return [r for st in policy["Statement"] for r in ([st["Resource"]] if isinstance(st["Resource"], str)
                                                       else st["Resource"])]

@@ -40,16 +40,12 @@ SECTIONS = {section_name(title): (title, sql) for title, sql in sql_queries.anal
 
 
 def every_hour(rows):
-    """(hour, plays) rows in hour order (NULL last), with each hour 0-23 that has none as 0."""
-    due = None  # the next hour, once there is one: no plays, no rows
-    for hour, plays in rows:
-        until = 24 if hour is None else int(hour)
-        if hour is not None or due is not None:
-            yield from ((str(h), "0") for h in range(due or 0, until))
-            due = until + (hour is not None)
-        yield hour, plays
-    if due is not None:
-        yield from ((str(h), "0") for h in range(due, 24))
+    """(hour, plays) rows (at most one an hour, and NULL's), each hour 0-23 with none as 0."""
+    rows = list(rows)
+    hours = {hour: plays for hour, plays in rows if hour is not None}
+    if not hours:  # no plays, no rows
+        return rows
+    return [(str(h), hours.get(str(h), "0")) for h in range(24)] + [r for r in rows if r[0] is None]
 
 
 def every_day(rows):
@@ -123,7 +119,7 @@ def one_statement(text):
     (standard, first), (escaped, _) = _scan(text, False), _scan(text, True)
     if len(standard) == 1 and standard != escaped:
         raise UserError("--sql reads as one statement only where a backslash does not escape a quote (Redshift "
-                        "reads it otherwise): write the quote as '' or use E'...'")
+                        "reads it otherwise): write such a quote as ''")
     if len(standard) != 1 or standard != escaped:
         raise UserError("--sql takes exactly one statement (a SELECT or VALUES)"
                         if standard or escaped else "--sql is empty")
@@ -156,18 +152,6 @@ def stream(conn, query):
             rows = cur.fetchall()
         _execute(conn, cur, f"CLOSE {CURSOR}")
     return columns, numeric, pages()
-
-
-def paged(rows):
-    """Rows in pages of PAGE."""
-    page = []
-    for row in rows:
-        page.append(row)
-        if len(page) == PAGE:
-            yield page
-            page = []
-    if page:
-        yield page
 
 
 def _execute(conn, cur, statement):
@@ -249,7 +233,7 @@ def main(cfg, args):
             elif not args.csv:
                 print(("\n" if n else "") + f"== {title} ==")
             if chart and not (args.csv or args.no_chart):
-                output.write_chart(sys.stdout, columns, paged(chart(row for page in pages for row in page)))
+                output.write_chart(sys.stdout, columns, [list(chart(row for page in pages for row in page))])
             else:
                 write(sys.stdout, columns, numeric, pages, args.csv)
     finally:
@@ -276,7 +260,7 @@ def serve(cfg, port):
                  f"  {uri}", f"  psql {shlex.quote(uri)}"]
         if port:
             tcp = f"postgresql://{sql_queries.READER_ROLE}@127.0.0.1:{port}/postgres"
-            lines += [f"Over TCP (127.0.0.1 and ::1 only), with a password for this session (shown once):",
+            lines += ["Over TCP (127.0.0.1 and ::1 only), with a password for this session (shown once):",
                       f"  {tcp}", f"  password: {password}", f"  psql {shlex.quote(tcp)}"]
         print("\n".join(lines), flush=True)
         cli.INTERRUPTED.wait()

@@ -150,7 +150,8 @@ WORKGROUP_STATUSES = frozenset({"CREATING", "AVAILABLE", "MODIFYING", "DELETING"
 # wrapped, its fields in either order: "IamRole(applyStatus=in-sync, iamRoleArn=arn:aws:iam::...)" and
 # "IamRole(iamRoleArn=arn:aws:iam::..., applyStatus=in-sync)" (AWS Solutions Library, guidance-for-
 # clickstream-analytics-on-aws, pull request #507, "parse the IamRole of redshift serverless namespace
-# with different outputs", 2023-11-18). The bare ARN too, as the type says.
+# with different outputs", 2023-11-18: AWS's own sample code; no AWS page documents the form). The bare
+# ARN too, as the type says.
 NAMESPACE_ROLE_FORMS = ("{arn}", "IamRole(applyStatus=in-sync, iamRoleArn={arn})",
                         "IamRole(iamRoleArn={arn}, applyStatus=in-sync)")
 # CreateWorkgroup port: "Valid port ranges are 5431-5455 and 8191-8215. The default is 5439."

@@ -11,7 +11,6 @@ import pytest
 import db
 import etl
 import redshift_rules as rules
-import sql_queries
 from conftest import SAMPLE_LOGS, query, reset, run_script, star, write_events, write_song, event, song
 from errors import UserError
 from test_redshift_sql import REDSHIFT, errors_per_copy

@@ -268,3 +268,14 @@ def json_auto_maps(key, column):
 
 def base_rpu_accepted(rpu):
     return any(lo <= rpu <= hi and (rpu - lo) % step == 0 for lo, hi, step in BASE_RPU_STEPS)
+
+
+# --- The permissions setup and teardown need ---------------------------------------------------
+# An API call's IAM action is named service:Operation (Service Authorization Reference, each
+# service's "Actions defined by" table), but for HeadBucket: "To use this operation, you must have
+# permissions to perform the s3:ListBucket action" (Amazon S3 API Reference, HeadBucket).
+IAM_ACTION_OF_CALL = {"s3:HeadBucket": "s3:ListBucket"}
+# Not a call, a permission: "To pass a role (and its permissions) to an AWS service, a user must have
+# permissions to pass the role to the service" (IAM User Guide, "Grant a user permissions to pass a
+# role to an AWS service"): the role goes to CreateCluster, ModifyClusterIamRoles, CreateNamespace.
+NEEDED_BUT_NOT_CALLED = frozenset({"iam:PassRole"})

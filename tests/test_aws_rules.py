@@ -672,3 +672,78 @@ def test_serverless_teardown_closes_the_port_of_a_workgroup_already_gone(aws, tm
     with stub:
         teardown_cluster.delete_serverless(serverless, aws["ec2"], cfg, None, 0)
     assert ingress_rules(aws) == []
+
+
+# --- What the scripts call, in the documentation ----------------------------------------------
+def recording(monkeypatch, calls, *stubbed_clients):
+    """Every AWS call setup and teardown make, as the IAM action that allows it (at
+    before-parameter-build: a Stubber answers at before-call, before any later handler)."""
+    def record(model, **kw):
+        action = f"{model.service_model.signing_name}:{model.name}"
+        calls.add(rules.IAM_ACTION_OF_CALL.get(action, action))
+    for client in stubbed_clients:
+        client.meta.events.register("before-parameter-build", record)
+    for module in (setup_cluster, teardown_cluster):
+        real = module.aws_clients
+
+        def with_record(cfg, *names, real=real):
+            clients = real(cfg, *names)
+            for client in clients:
+                if client not in stubbed_clients:
+                    client.meta.events.register("before-parameter-build", record)
+            return clients
+        monkeypatch.setattr(module, "aws_clients", with_record)
+
+
+def test_the_permissions_docs_list_are_the_calls_the_scripts_make(aws, tmp_path, monkeypatch):
+    """docs/redshift.md names, as IAM actions, every AWS call of setup and teardown (and no other):
+    both kinds of warehouse, with a reused role, a cluster that lost its role, a policy attached."""
+    calls = set()
+    serverless, stub = stubbed("redshift-serverless")
+    for module in (setup_cluster, teardown_cluster):
+        with_serverless(monkeypatch, module, serverless)
+    recording(monkeypatch, calls, serverless)
+    (tmp_path / "p").mkdir()
+    path = course_cfg(tmp_path / "p", cidr="203.0.113.7/32")
+    _, arn = setup(path)
+    teardown_cluster.pause(config.load_config(str(path)), poll_seconds=0)
+    setup(path)  # resumed
+    redshift, attaching = stubbed("redshift")  # a cluster without the role (moto has no ModifyClusterIamRoles)
+    recording(monkeypatch, calls, redshift)
+    attaching.add_response("modify_cluster_iam_roles", {"Cluster": {}}, {"ClusterIdentifier": "dwhcluster",
+                                                                        "AddIamRoles": [arn]})
+    with attaching:
+        setup_cluster.attach_role(redshift, {"ClusterIdentifier": "dwhcluster", "IamRoles": []}, arn)
+    policy = aws["iam"].create_policy(PolicyName="mine", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}]}))["Policy"]["Arn"]
+    aws["iam"].attach_role_policy(RoleName="dwhRole", PolicyArn=policy)
+    teardown_cluster.teardown(config.load_config(str(path)), final_snapshot="dwh-final", poll_seconds=0)
+    aws["iam"].create_role(RoleName="dwhRole", AssumeRolePolicyDocument=json.dumps({  # a cluster's, reused
+        "Version": "2012-10-17", "Statement": [setup_cluster.trust_statement(["redshift.amazonaws.com"])]}))
+    (tmp_path / "s").mkdir()
+    sg = aws["ec2"].create_security_group(GroupName="wg", Description="workgroup")["GroupId"]
+    path = serverless_cfg(tmp_path / "s", cidr="203.0.113.7/32")
+    expect_serverless_setup(stub, ROLE_ARN, sg)
+    stub.add_response("get_workgroup", workgroup("AVAILABLE", [sg]), {"workgroupName": "dwhcluster"})
+    stub.add_response("delete_workgroup", workgroup("DELETING", [sg]), {"workgroupName": "dwhcluster"})
+    not_found(stub, "get_workgroup", {"workgroupName": "dwhcluster"})
+    stub.add_response("delete_namespace", {"namespace": {"namespaceName": "dwhcluster"}},
+                      {"namespaceName": "dwhcluster"})
+    old = "arn:aws:iam::123456789012:role/old"  # then a namespace and a usage limit reused
+    stub.add_response("get_namespace", {"namespace": {"namespaceName": "dwhcluster", "iamRoles": [old]}},
+                      {"namespaceName": "dwhcluster"})
+    stub.add_response("update_namespace", {"namespace": {"namespaceName": "dwhcluster"}}, {
+        "namespaceName": "dwhcluster", "defaultIamRoleArn": ROLE_ARN, "iamRoles": [old, ROLE_ARN]})
+    stub.add_response("list_usage_limits", {"usageLimits": [
+        {"usageLimitId": "u-9", "amount": 8, "period": "daily", "breachAction": "deactivate"}]},
+        {"resourceArn": WG_ARN, "usageType": "serverless-compute"})
+    stub.add_response("update_usage_limit", {"usageLimit": {"usageLimitId": "u-9"}}, {"usageLimitId": "u-9", "amount": 24})
+    with stub:
+        setup(path)
+        teardown_cluster.teardown(config.load_config(str(path)), poll_seconds=0)
+        setup_cluster.ensure_namespace(serverless, config.load_config(str(path)), ROLE_ARN)
+        setup_cluster.ensure_usage_limit(serverless, config.load_config(str(path)), WG_ARN)
+    stub.assert_no_pending_responses()
+    section = (ROOT / "docs" / "redshift.md").read_text().split("## Permissions the scripts need", 1)[1]
+    documented = set(re.findall(r"`([a-z0-9-]+:[A-Za-z]+)`", section.split("\n## ", 1)[0]))
+    assert calls == documented - rules.NEEDED_BUT_NOT_CALLED

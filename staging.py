@@ -156,12 +156,18 @@ def discover_local(location, what):
             raise UserError(f"{what}: broken symbolic link: {location} -> {os.readlink(root)}")
         raise UserError(f"{what}: no such file or directory: {location}")
     files, skipped, seen_files, seen_dirs = [], [], set(), {_identity(os.stat(root), root)}
+    inside = os.path.join(os.path.realpath(root), "")
+
+    def alias(path):
+        """A link to a file or folder inside the location: read by its own path (--date finds a
+        day by its path), not the link's."""
+        return os.path.islink(path) and os.path.realpath(path).startswith(inside)
     for folder, dirs, names in os.walk(root, onerror=_raise_walk_error, followlinks=True):
         prefix, kept = os.path.join(folder, ""), []  # the folder and its separator: joined once a folder
         for name in sorted(dirs):
             path = prefix + name
-            identity = None if name.startswith(".") else _identity(os.stat(path), path)
-            if identity is None or identity in seen_dirs:  # hidden; or a link back up (a cycle) or across
+            identity = None if name.startswith(".") or alias(path) else _identity(os.stat(path), path)
+            if identity is None or identity in seen_dirs:  # hidden, an alias; a link back up (a cycle) or across
                 skipped.append(path + os.sep)
             else:
                 seen_dirs.add(identity)
@@ -169,7 +175,7 @@ def discover_local(location, what):
         dirs[:] = kept
         for name in sorted(names):
             path = prefix + name
-            if name.startswith(".") or not is_json(name):
+            if name.startswith(".") or not is_json(name) or alias(path):
                 skipped.append(path)
                 continue
             f = local_file(path, what, seen_files)

@@ -93,6 +93,21 @@ def test_the_date_pattern_is_configurable(make_cfg, tmp_path):
     assert [r.files for r in result.staged if r.source == "log_data"] == [2]
 
 
+@pytest.mark.parametrize("link", ["latest.json", "0-current"])
+def test_a_day_is_found_by_its_path_when_a_link_also_reaches_it(make_cfg, tmp_path, link):
+    """A link at the top (to a day's file, or to the month's folder) was walked first, its path
+    kept, and the file's own dropped as reached twice: --date then found no file for that day."""
+    logs = tmp_path / "logs"
+    day = write_events(logs / "2018" / "11" / "2018-11-07-events.json", [event(itemInSession=0, ts=1541548800000)])
+    (logs / link).symlink_to(day if link.endswith(".json") else day.parent)
+    write_song(tmp_path / "songs" / "s.json", song())
+    cfg = make_cfg(songs=tmp_path / "songs", logs=logs)
+    reset(cfg)
+    result = etl.run_etl(cfg, days=[date(2018, 11, 7)])
+    assert [r.files for r in result.staged if r.source == "log_data"] == [1]
+    assert query(cfg, "SELECT count(*) FROM songplays") == [(1,)]
+
+
 @pytest.mark.parametrize("pattern,message", [
     ("%Y/%m/%H", "may hold only the date directives %Y %m %d %j %y, not '%H'"),
     ("%Y/%m", "must tell every day apart"),

@@ -128,11 +128,12 @@ TS_FIRST, TS_LAST = -62135596800000, 2**53 // 125  # 0001-01-01 00:00:00.000, 42
 # JSON key -> the values staging takes, and why another is set aside
 BOUNDED = {"ts": (TS_FIRST, TS_LAST, "not a time from the year 1 to 4253 in epoch milliseconds")}
 LEVELS = ("free", "paid")
-# The level of a play (a NextSong event) is free or paid, or missing: on PostgreSQL another is set
-# aside with its file and line (a CHECK on staging), as the plays' check would fail the load;
-# Redshift's COPY takes any, and there the check fails the load.
-def play_level(page="page", level="level"):
-    return f"{page} <> 'NextSong' OR {level} IN ({', '.join(repr(v) for v in LEVELS)})"
+# An event's level is free or paid, or missing (plays take it, and users that of their latest
+# event, whatever its page): on PostgreSQL another is set aside with its file and line (a CHECK on
+# staging), as the checks on plays and users would fail the load; Redshift's COPY takes any, and
+# there those checks fail the load.
+def accepted_level(level="level"):
+    return f"{level} IN ({', '.join(repr(v) for v in LEVELS)})"
 
 
 def is_text(sql_type):
@@ -315,7 +316,7 @@ warnings      {details}""", keys=(Key("etl_runs_pkey", "PRIMARY KEY (run_id)"),)
 # bench, comes from it. A new table is one entry here plus its statements.
 REGISTRY = (
     Table("staging_events", "staging", staging_columns(EVENT_FIELDS),
-          keys=(Key("staging_events_play_level", f"CHECK ({play_level()})", ("postgres",)),)),
+          keys=(Key("staging_events_level", f"CHECK ({accepted_level()})", ("postgres",)),)),
     Table("staging_songs", "staging", staging_columns(SONG_FIELDS)),
     songplays, users, songs, artists, time_table, song_keys, unmatched_plays, load_errors, etl_runs,
 )
@@ -461,8 +462,8 @@ def staging_rejects(table, raw):
             first, last, why = BOUNDED[key]
             checks.append(f"WHEN ({value})::numeric NOT BETWEEN {first} AND {last} THEN 'field \"{key}\": {why}'")
     if table == "staging_events":  # the CHECK, on the fields as the cast reads them
-        fields = play_level(_field_value("r", "page", "VARCHAR"), _field_value("r", "level", "VARCHAR"))
-        checks.append(f"WHEN NOT ({fields}) THEN 'field \"level\" of a play: not one of {', '.join(LEVELS)}'")
+        level = accepted_level(_field_value("r", "level", "VARCHAR"))
+        checks.append(f"WHEN NOT ({level}) THEN 'field \"level\": not one of {', '.join(LEVELS)}'")
     cases = "\n             ".join(checks)
     as_text = ", ".join(f'"{key}" TEXT' for _, key, _, _ in STAGING_FIELDS[table])
     # OFFSET 0: parsed once a record; a subquery PostgreSQL merges has its expression copied into

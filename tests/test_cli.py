@@ -149,3 +149,27 @@ def test_output_closed_before_or_while_writing_is_no_error(make_cfg, tmp_path):
     gone = script("analytics.py", cfg, "--html", "/dev/stdout", stdout=subprocess.PIPE)
     gone.stdout.close()  # the reader went before a byte was written
     assert (gone.stderr.read(), gone.wait(timeout=60)) == ("", 0)
+
+
+AT_EXIT_FAILS = """
+import atexit, sys
+sys.path.insert(0, {root!r})
+import cli
+def boom():
+    raise RuntimeError("a library's exit handler failed")
+def main(cfg, args):
+    atexit.register(boom)
+sys.exit(cli.main_entry(main, "exits", uses=()))
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_an_exit_handler_that_fails_shows_a_traceback_only_with_v(tmp_path, verbose):
+    """The embedded server's exit handler, when the server had died: 'Exception ignored in atexit
+    callback' and a psutil traceback after the script's one-line error."""
+    script = tmp_path / "exits.py"
+    script.write_text(AT_EXIT_FAILS.format(root=str(ROOT)))
+    out = subprocess.run([sys.executable, str(script), *(["-v"] if verbose else [])], capture_output=True, text=True,
+                         cwd=tmp_path, env=dict(os.environ, DWH_CONFIG=""))
+    assert out.returncode == 0
+    assert ("Traceback" in out.stderr) == verbose and ("a library's exit handler failed" in out.stderr) == verbose

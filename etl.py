@@ -626,7 +626,11 @@ def load(cfg, args):
 def days_to_load(args):
     """The days of --date, or of --from to --to (both included), in order; None: every log file."""
     # "given" is not None: an empty --date "$DAY" (its variable unset) is an error, not every day
-    day, first, last = (getattr(args, name, None) for name in ("date", "from_day", "to_day"))
+    days, first, last = (getattr(args, name, None) for name in ("date", "from_day", "to_day"))
+    for option, given in (("--date", days), ("--from", first), ("--to", last)):
+        if isinstance(given, list) and len(given) > 1:  # the last one given was loaded, the others said nothing
+            raise UserError(f"{option} is given {len(given)} times: one day (several: --from and --to)", exit_code=2)
+    day, first, last = (given[0] if isinstance(given, list) else given for given in (days, first, last))
     if day is not None and (first is not None or last is not None):
         raise UserError("--date and --from/--to cannot be used together: one day, or a range", exit_code=2)
     if day is not None:
@@ -664,10 +668,10 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--dry-run", action="store_true",
                    help="print every SQL statement the load would run, connecting to no database")
-    p.add_argument("--date", metavar="DAY", help="load only the log files of this day (YYYY-MM-DD)")
-    p.add_argument("--from", dest="from_day", metavar="DAY",
+    p.add_argument("--date", metavar="DAY", action="append", help="load only the log files of this day (YYYY-MM-DD)")
+    p.add_argument("--from", dest="from_day", metavar="DAY", action="append",
                    help="with --to: load only the log files of the days from DAY to --to, both included")
-    p.add_argument("--to", dest="to_day", metavar="DAY", help="the last day of --from")
+    p.add_argument("--to", dest="to_day", metavar="DAY", action="append", help="the last day of --from")
     p.add_argument("--no-wait", action="store_true",
                    help="stop instead of waiting when another etl.py is loading this warehouse, or a "
                         "session holds a table open (a reader's transaction)")

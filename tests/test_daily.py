@@ -72,6 +72,10 @@ def test_a_day_without_a_log_file_is_one_clear_line_and_changes_nothing(warehous
     # a cron line's --date "$DAY" with DAY unset: it loaded every log file
     (["--date", ""], "--date must be a date as YYYY-MM-DD, not ''"),
     (["--from", "", "--to", "2018-11-01"], "--from must be a date as YYYY-MM-DD, not ''"),
+    # only the last was loaded, the others said nothing
+    (["--date", "2018-11-05", "--date", "2018-11-06"], "--date is given 2 times: one day (several: --from and --to)"),
+    (["--from", "2018-11-01", "--from", "2018-11-02", "--to", "2018-11-03"],
+     "--from is given 2 times: one day (several: --from and --to)"),
 ])
 def test_wrong_dates_are_one_line_each(make_cfg, args, message):
     cfg = make_cfg()

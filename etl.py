@@ -81,6 +81,9 @@ def find_sources(cfg, s3=None, days=None):
     if days:
         sources["log_data"] = staging.select_days(sources["log_data"], cfg.log_data, days,
                                                   cfg.log_date_pattern, "[S3] LOG_DATA")
+    for source, found in sources.items():  # those the summary counts (of the days loaded)
+        for path in found.skipped:
+            log.debug("[S3] %s: skipped %s", source.upper(), path)
     return sources, s3
 
 

@@ -115,8 +115,6 @@ def discover(location, what, s3=None):
     if not found.files:
         skipped = f" ({plural(len(found.skipped), 'other entry', 'other entries')} skipped)" if found.skipped else ""
         raise UserError(f"{what}: no .json or .json.gz files under {location}{skipped}")
-    for path in found.skipped:
-        log.debug("%s: skipped %s", what, path)
     return found
 
 

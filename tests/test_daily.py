@@ -97,6 +97,23 @@ def test_the_date_pattern_is_configurable(make_cfg, tmp_path):
     assert [r.files for r in result.staged if r.source == "log_data"] == [2]
 
 
+def test_the_entries_skipped_that_v_lists_are_those_the_summary_counts(make_cfg, tmp_path, caplog):
+    """With --date the summary counted the day's skipped entries, and -v listed every one of the source."""
+    logs = tmp_path / "logs"
+    write_events(logs / "2018-11-05-events.json", [event(itemInSession=0, ts=1541376000000)])
+    write_events(logs / "2018-11-06-events.json", [event(itemInSession=1, ts=1541462400000)])
+    for name in ("2018-11-05-events.json.bak", "2018-11-06-events.json.bak", "README.txt"):
+        (logs / name).write_text("x")
+    write_song(tmp_path / "songs" / "s.json", song())
+    cfg = make_cfg(songs=tmp_path / "songs", logs=logs, s3={"log_date_pattern": "%Y-%m-%d"})
+    reset(cfg)
+    caplog.set_level("DEBUG", logger="sparkify")
+    result = etl.run_etl(cfg, days=[date(2018, 11, 5)])
+    listed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[S3] LOG_DATA: skipped ")]
+    [events] = [r for r in result.staged if r.source == "log_data"]
+    assert listed == [f"[S3] LOG_DATA: skipped {logs / '2018-11-05-events.json.bak'}"] and events.skipped == 1
+
+
 @pytest.mark.parametrize("link", ["latest.json", "0-current"])
 def test_a_day_is_found_by_its_path_when_a_link_also_reaches_it(make_cfg, tmp_path, link):
     """A link at the top (to a day's file, or to the month's folder) was walked first, its path

@@ -236,9 +236,9 @@ def services_trusted_by(document):
 
 # --- The steps ----------------------------------------------------------------------------------
 def ensure_role(iam, cfg):
-    """The role Redshift assumes, with the S3 read policy; created or reused (a reused role gets
-    this warehouse's trust and policy: one made for a cluster may now serve a workgroup). Returns
-    its ARN."""
+    """The role Redshift assumes, with the S3 read policy; created or reused (a reused role gains
+    the trust this warehouse needs, keeping what it had: one made for a cluster may now serve a
+    workgroup). Returns its ARN."""
     name, services = cfg.cluster.iam_role_name, trusted_services(cfg.cluster.cluster_type)
     with aws_errors(f"creating IAM role {name}"):
         try:
